@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/control"
+	"github.com/hadirector/hadirector/internal/director"
+	"github.com/hadirector/hadirector/internal/ipvs"
+	"golang.org/x/sys/unix"
+)
+
+// cmdRun is the daemon. Nothing is started until the config, the node and
+// the host have all been checked: a bad start changes nothing.
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := newFlags("run", "--config FILE [--node NAME]", stderr)
+	path := fs.String("config", defaultConfig, "cluster config `file`")
+	nodeFlag := fs.String("node", "", "this director's `name` in the cluster file (default: the host name)")
+	socket := fs.String("socket", control.DefaultSocket, "control socket `path`")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "hadirector run: %v\n", err)
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printProblems(stderr, err)
+		fmt.Fprintln(stderr, "hadirector run: not started: the config is invalid")
+		return exitFail
+	}
+	// Failures before the daemon starts are plain lines for the operator at
+	// the terminal (or in the journal), not structured logs.
+	node, err := resolveNode(cfg, *nodeFlag)
+	if err == nil {
+		err = preflight(cfg, node)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hadirector run: not started: %v\n", err)
+		return exitFail
+	}
+	d := &daemon{path: *path, node: node, socket: *socket, log: log.With("node", node), notify: newNotifier(log)}
+	return d.run(cfg)
+}
+
+// preflight checks what the daemon needs from this host for cfg: the node's
+// interfaces and addresses, and IPVS when there are virtual services.
+func preflight(cfg *config.Config, node string) error {
+	if err := checkHost(cfg.Node(node)); err != nil {
+		return err
+	}
+	if len(cfg.Services) > 0 {
+		if err := ipvs.Preflight(); err != nil {
+			return fmt.Errorf("%s configures %d virtual services: %w", cfg.File, len(cfg.Services), err)
+		}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+type daemon struct {
+	path, node, socket string
+	log                *slog.Logger
+	notify             *notifier
+	engine             *director.Engine
+}
+
+func (d *daemon) run(cfg *config.Config) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Signals are caught before anything starts, so an early SIGTERM is a
+	// clean stop rather than the default abrupt exit.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	engine, err := director.New(cfg, d.node, version, d.log)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		return exitFail
+	}
+	d.engine = engine
+	engineDone := make(chan error, 1)
+	go func() { engineDone <- engine.Run(ctx) }()
+
+	srv, err := control.Listen(d.socket, engine, d.log)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		cancel()
+		<-engineDone
+		return exitFail
+	}
+	serveDone := make(chan struct{})
+	go func() { srv.Serve(ctx); close(serveDone) }()
+
+	d.log.Info("hadirector started", "version", version, "cluster", cfg.Cluster.Name, "config", d.path, "socket", d.socket, "pid", os.Getpid())
+	d.notify.send(fmt.Sprintf("READY=1\nSTATUS=cluster %s, node %s: running", cfg.Cluster.Name, d.node))
+	go d.notify.watchdog(ctx, engine.Alive)
+
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.reload(ctx)
+				continue
+			}
+			d.log.Info("stopping", "signal", sig.String())
+			d.notify.send("STOPPING=1")
+			cancel()
+			<-engineDone
+			<-serveDone
+			d.log.Info("hadirector stopped")
+			return exitOK
+		case err := <-engineDone:
+			// The loop only returns on cancel; anything else is a bug, and
+			// stopping (so systemd restarts us) beats running headless.
+			d.log.Error("director loop ended unexpectedly", "err", err)
+			cancel()
+			<-serveDone
+			return exitFail
+		}
+	}
+}
+
+// reload re-reads the config. A config that fails validation, names no node
+// for this host, or needs what this host lacks, is refused whole: the
+// running config stays, and the log says exactly why.
+func (d *daemon) reload(ctx context.Context) {
+	d.notify.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	defer d.notify.send("READY=1")
+	d.log.Info("reload requested (SIGHUP)", "config", d.path)
+	cfg, err := config.Load(d.path)
+	if err == nil {
+		err = preflight(cfg, d.node)
+		if cfg.Node(d.node) == nil {
+			err = fmt.Errorf("node %q is not in the new config; its nodes are: %s", d.node, strings.Join(cfg.NodeNames(), ", "))
+		}
+	}
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			d.log.Error("reload refused, keeping the running config", "problem", line)
+		}
+		d.engine.RefuseReload(ctx, err)
+		d.notify.send("STATUS=reload refused; running the previous config")
+		return
+	}
+	changes, err := d.engine.Reload(ctx, cfg)
+	if err != nil {
+		d.log.Error("reload refused, keeping the running config", "problem", err.Error())
+		return
+	}
+	d.log.Info("reload applied", "changes", len(changes))
+	for _, c := range changes {
+		d.log.Info("reload change", "change", c.String())
+	}
+	d.notify.send(fmt.Sprintf("STATUS=cluster %s, node %s: running (reloaded, %d changes)", cfg.Cluster.Name, d.node, len(changes)))
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// with RELOADING=1 to tell this reload from an earlier one.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hadirector/hadirector/internal/control"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", "[--json] [--socket PATH]", stderr)
+	socket := fs.String("socket", control.DefaultSocket, "control socket `path`")
+	asJSON := fs.Bool("json", false, "print JSON for tools")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	st, err := control.GetStatus(*socket, 5*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "hadirector status: %v\n", err)
+		return exitFail
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return exitOK
+	}
+	printStatus(stdout, st, time.Now())
+	return exitOK
+}
+
+// printStatus renders the table an operator reads.
+func printStatus(w io.Writer, st *control.Status, now time.Time) {
+	fmt.Fprintf(w, "cluster %s   node %s   hadirector %s   pid %d   up %s\n",
+		st.Cluster, st.Node, st.Version, st.PID, now.Sub(st.Started).Round(time.Second))
+	fmt.Fprintf(w, "config  %s (loaded %s, %d reloads)\n", st.ConfigFile, st.Loaded.Format(time.DateTime), st.Reloads)
+	if lr := st.LastReload; lr != nil {
+		if lr.Applied {
+			fmt.Fprintf(w, "last reload %s: applied, %d changes\n", lr.At.Format(time.DateTime), len(lr.Changes))
+		} else {
+			fmt.Fprintf(w, "last reload %s: REFUSED, running the previous config: %s\n", lr.At.Format(time.DateTime), firstLine(lr.Error))
+		}
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tVRID\tINTERFACE\tSTATE\tPRIORITY\tADVERT\tVIPS")
+	for _, in := range st.Instances {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", in.Name, in.VRID, in.Interface, in.State, in.Priority, in.AdvertInterval, strings.Join(in.VIPs, " "))
+	}
+	if len(st.Instances) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	tw.Flush()
+	if len(st.Services) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tKEY\tSCHEDULER\tFORWARD\tWEIGHT\tHEALTH")
+	for _, s := range st.Services {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\n", s.Name, s.Key, s.Scheduler, s.Forwarding)
+		for _, r := range s.RealServers {
+			fmt.Fprintf(tw, "  -> %s\t\t\t\t%d\t%s\n", r.Address, r.Weight, r.Health)
+		}
+	}
+	tw.Flush()
+}
+
+func firstLine(s string) string {
+	first, rest, more := strings.Cut(s, "\n")
+	if more {
+		return fmt.Sprintf("%s (and %d more)", first, strings.Count(rest, "\n")+1)
+	}
+	return first
+}
