@@ -20,6 +20,7 @@ Usage:
   hadirector check   --config FILE [--node NAME]   validate a config; exit 0 if valid, 1 if not
   hadirector status  [--json]                      ask the running daemon for its state
   hadirector version                               print the version
+  hadirector lab     [--hold DURATION]             run a whole cluster on this machine, in namespaces
 
 Run 'hadirector COMMAND -h' for a command's flags.
 `
@@ -47,6 +48,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case "lab":
+		return cmdLab(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "hadirector %s\n", version)
 		return exitOK

@@ -1,0 +1,160 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hadirector/hadirector/integration/netlab"
+)
+
+// pairConfig is one cluster file for two directors on a shared front
+// segment with a direct cable between them.
+const pairConfig = `
+[cluster]
+name = "scenario"
+
+[[node]]
+name = "lb1"
+priority = 150
+[[node.interface]]
+name = "eth0"
+addresses = ["10.77.0.11/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.255.0.1/30"]
+
+[[node]]
+name = "lb2"
+priority = 100
+[[node.interface]]
+name = "eth0"
+addresses = ["10.77.0.12/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.255.0.2/30"]
+
+[[link]]
+name = "crossover"
+type = "udp"
+interface = "eth1"
+key_file = "%s"
+
+[[vrrp_instance]]
+name = "front"
+vrid = 77
+interface = "eth0"
+vips = ["10.77.0.100/24"]
+advert_interval = "100ms"
+priority = { lb2 = 120 }
+links = ["crossover"]
+`
+
+// TestTwoDirectorsFromOneFile: two `hadirector run` processes, each in its
+// own network namespace, start from the same cluster file; each finds its
+// own node and reports it over its control socket. A daemon told to be the
+// other node is refused, because this host does not carry that node's
+// addresses.
+func TestTwoDirectorsFromOneFile(t *testing.T) {
+	lab := netlab.NewForTest(t, "hdf")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	front, err := lab.AddBridge("front")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "cluster.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(pairConfig, filepath.Join(dir, "hb.key"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*netlab.Node{}
+	for _, name := range []string{"lb1", "lb2"} {
+		if nodes[name], err = lab.AddNode(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := lab.Connect(nodes["lb1"], front, "eth0", "10.77.0.11/24"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Connect(nodes["lb2"], front, "eth0", "10.77.0.12/24"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lab.Link(nodes["lb1"], "eth1", []string{"10.255.0.1/30"}, nodes["lb2"], "eth1", []string{"10.255.0.2/30"}); err != nil {
+		t.Fatal(err)
+	}
+
+	procs := map[string]*netlab.Process{}
+	for _, name := range []string{"lb1", "lb2"} {
+		socket := filepath.Join(dir, name+".sock")
+		p, err := nodes[name].Start(ctx, hadirector, "run", "--config", cfg, "--node", name, "--socket", socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs[name] = p
+	}
+	wantPrio := map[string]int{"lb1": 150, "lb2": 120}
+	for _, name := range []string{"lb1", "lb2"} {
+		st := statusOf(ctx, t, filepath.Join(dir, name+".sock"))
+		if st.Node != name || st.Cluster != "scenario" || st.ConfigFile != cfg {
+			t.Errorf("%s reports node %q of cluster %q from %s", name, st.Node, st.Cluster, st.ConfigFile)
+		}
+		if len(st.Instances) != 1 || st.Instances[0].Priority != wantPrio[name] || st.Instances[0].VRID != 77 {
+			t.Errorf("%s instances: %+v", name, st.Instances)
+		}
+	}
+
+	// lb1's identity inside lb2's namespace: refused, nothing started.
+	out, err := nodes["lb2"].CombinedOutput(ctx, hadirector, "run", "--config", cfg, "--node", "lb1", "--socket", filepath.Join(dir, "wrong.sock"))
+	if err == nil || !strings.Contains(string(out), `node "lb1": address 10.77.0.11/24 is not on eth0 on this host`) {
+		t.Errorf("lb1 in lb2's namespace: err=%v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "wrong.sock")); err == nil {
+		t.Error("the wrongly identified daemon started")
+	}
+
+	for name, p := range procs {
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.Done():
+			if err := p.Wait(); err != nil {
+				t.Errorf("%s exited with %v after SIGTERM", name, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s did not stop after SIGTERM", name)
+		}
+	}
+}
+
+// TestLab runs the README's first command, `hadirector lab`, and checks it
+// shows both directors and leaves no namespace behind.
+func TestLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network-namespace scenario: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	before, _ := filepath.Glob(filepath.Join(netlab.NetnsDir, "hdlab*"))
+	out, err := exec.CommandContext(ctx, hadirector, "lab").CombinedOutput()
+	if err != nil {
+		t.Fatalf("hadirector lab: %v\n%s", err, out)
+	}
+	for _, want := range []string{"node lb1", "node lb2", "front     77    eth0       INIT   150", "front     77    eth0       INIT   100", "Lab taken down"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("lab output lacks %q:\n%s", want, out)
+		}
+	}
+	after, _ := filepath.Glob(filepath.Join(netlab.NetnsDir, "hdlab*"))
+	if len(after) > len(before) {
+		t.Errorf("lab left namespaces behind: %v", after)
+	}
+}
