@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	os.Chmod(dir, 0o755) // TestUnreadableConfig runs the binary as nobody
 	binary = filepath.Join(dir, "hadirector")
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building hadirector: %v\n%s", err, out)
@@ -357,5 +358,34 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	r := runBinary(t, nil, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
 	if r.code != 1 || !strings.Contains(r.stderr, "no hadirector daemon answers on") {
 		t.Errorf("exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestUnreadableConfig: a config the daemon's user cannot read (as root this
+// runs the binary as nobody) is a clear message and exit code 1.
+func TestUnreadableConfig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	dir, err := os.MkdirTemp("", "hadirector-perm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	cfg := writeFile(t, dir, "secret.toml", loConfig)
+	os.Chmod(cfg, 0o600)
+	for _, cmdName := range []string{"check", "run"} {
+		args := []string{cmdName, "--config", cfg, "--node", "solo"}
+		if cmdName == "run" {
+			args = append(args, "--socket", filepath.Join(dir, "ctl.sock"))
+		}
+		cmd := exec.Command(binary, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "secret.toml: cannot read the config: permission denied") {
+			t.Errorf("%s as nobody: %v\n%s", cmdName, err, out)
+		}
 	}
 }
