@@ -5,7 +5,7 @@
 #   sudo scripts/test.sh unit       # one stage: deps, lint, unit, scenarios, vm, fuzz
 #
 # Stages:
-#   deps       apt-get what the tests need (only what is missing)
+#   deps       apt-get what the host tests need (only what is missing)
 #   lint       gofmt, go vet
 #   unit       go test -race on the packages that need no privileges or VM
 #   scenarios  network-namespace scenarios on the host (root)
@@ -26,16 +26,9 @@ log() { printf '\n=== %s\n' "$*"; }
 
 stage_deps() {
 	log "deps"
-	local need=()
-	for p in qemu-system-x86 busybox-static ipvsadm iproute2 kmod cpio; do
-		dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-	done
-	if ((${#need[@]})); then
-		echo "apt-get install ${need[*]}"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	fi
+	# The VM's packages are the image builder's to install (vm stage); these
+	# are what the host tests run. iproute2: `ip netns` for debugging labs.
+	scripts/apt-need.sh iproute2
 	go version
 }
 

@@ -336,6 +336,16 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("the log does not say why the reload was refused:\n%s", logs)
 	}
 
+	// A valid config that no longer has this node: refused too.
+	writeFile(t, dir, "cluster.toml", strings.Replace(loConfig, `name = "solo"`, `name = "other"`, 1))
+	cmd.Process.Signal(syscall.SIGHUP)
+	ns.expect(t, "RELOADING=1")
+	ns.expect(t, "READY=1")
+	st = status(t, socket)
+	if st.Node != "solo" || st.LastReload == nil || st.LastReload.Applied || !strings.Contains(st.LastReload.Error, `node "solo" is not in the new config; its nodes are: other`) {
+		t.Errorf("after a reload without this node: %+v", st.LastReload)
+	}
+
 	cmd.Process.Signal(syscall.SIGTERM)
 	ns.expect(t, "STOPPING=1")
 	done := make(chan error, 1)

@@ -155,11 +155,12 @@ func (d *daemon) reload(ctx context.Context) {
 	defer d.notify.send("READY=1")
 	d.log.Info("reload requested (SIGHUP)", "config", d.path)
 	cfg, err := config.Load(d.path)
-	if err == nil {
+	switch {
+	case err != nil:
+	case cfg.Node(d.node) == nil:
+		err = fmt.Errorf("node %q is not in the new config; its nodes are: %s", d.node, strings.Join(cfg.NodeNames(), ", "))
+	default:
 		err = preflight(cfg, d.node)
-		if cfg.Node(d.node) == nil {
-			err = fmt.Errorf("node %q is not in the new config; its nodes are: %s", d.node, strings.Join(cfg.NodeNames(), ", "))
-		}
 	}
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {

@@ -49,16 +49,7 @@ apt_quiet() { # apt-get download as root warns about running unsandboxed; drop t
 # into the guest (the dynamic ones with their shared libraries, found via ldd).
 # kmod: depmod/modprobe -d for the guest module tree. cpio: packs the image.
 # xz-utils: decompresses the kernel image to vmlinux.
-need=()
-for p in qemu-system-x86 busybox-static ipvsadm iproute2 kmod cpio xz-utils; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
-done
-if ((${#need[@]})); then
-	log "apt-get install ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+"$HERE/../../scripts/apt-need.sh" qemu-system-x86 busybox-static ipvsadm iproute2 kmod cpio xz-utils
 
 # --- 2. kernel package: resolve and download (not install) ---------------------
 resolve_kpkg() {

@@ -28,6 +28,7 @@ func TestBrokenConfigs(t *testing.T) {
 		{"not_toml", []want{{1, 6, "", "not valid TOML: expected '=' after key", "toml.io"}}},
 		{"duplicate_toml_key", []want{{24, 1, "vrid", "not valid TOML: key vrid is already defined", ""}}},
 		{"missing_cluster", []want{{0, 0, "cluster", "missing (required)", "add a [cluster] table"}}},
+		{"node_as_table", []want{{4, 2, "node", "expected an array, got a table", "write [[node]] for each entry"}}},
 		{"unknown_top_table", []want{{25, 2, "clustr", "unknown key", `did you mean "cluster"?`}}},
 		{"unknown_key_instance", []want{{21, 1, "vrrp_instance[0].vrd", "unknown key", `did you mean "vrid"?`}}},
 		{"check_unknown_key", []want{{33, 1, "virtual_service[0].real_server[0].check.intervall", "unknown key", `did you mean "interval"?`}}},

@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -142,13 +143,15 @@ func (d *decoder) typeProblem(path string, v *value, want string, rv reflect.Val
 	switch {
 	case rv.Type() == reflect.TypeFor[Duration]() && (v.kind == kindInteger || v.kind == kindFloat):
 		hint = `durations are strings with a unit, e.g. "1s" or "250ms"`
-	case rv.Kind() == reflect.Slice && v.kind != kindArray:
+	case rv.Kind() == reflect.Slice && v.kind == kindTable && rv.Type().Elem().Kind() == reflect.Struct:
+		hint = "this key holds a list of tables; write [[" + indexRE.ReplaceAllString(path, "") + "]] for each entry"
+	case rv.Kind() == reflect.Slice:
 		hint = "write a list in brackets, e.g. [ ... ]"
-	case v.kind == kindTable && rv.Kind() == reflect.Slice:
-		hint = "this key is a list; use [[" + strings.TrimRight(path, "]0123456789[") + "]] for each entry"
 	}
 	d.problem(v.pos, path, hint, "expected %s, got %s", want, v.kind)
 }
+
+var indexRE = regexp.MustCompile(`\[\d+\]`)
 
 // unknownKeyHint suggests the nearest valid key, or lists the valid ones.
 func unknownKeyHint(key string, valid []string) string {
