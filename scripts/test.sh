@@ -27,8 +27,9 @@ log() { printf '\n=== %s\n' "$*"; }
 stage_deps() {
 	log "deps"
 	# The VM's packages are the image builder's to install (vm stage); these
-	# are what the host tests run. iproute2: `ip netns` for debugging labs.
-	scripts/apt-need.sh iproute2
+	# are what the host tests run. iproute2: `ip netns` for debugging labs;
+	# socat: PTY pairs for the serial heartbeat link tests.
+	scripts/apt-need.sh iproute2 socat
 	go version
 }
 

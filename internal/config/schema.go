@@ -58,11 +58,13 @@ type Link struct {
 	Name     string   `toml:"name"`
 	Type     LinkType `toml:"type"`
 	Interval Duration `toml:"interval"`
-	// UDP links: the interface whose node addresses are the endpoints, the
-	// port, and the file holding the shared HMAC-SHA256 key.
+	// UDP links: the interface whose node addresses are the endpoints and
+	// the port.
 	Interface string `toml:"interface"`
 	Port      int    `toml:"port"`
-	KeyFile   string `toml:"key_file"`
+	// KeyFile holds the shared HMAC-SHA256 key: required for UDP, optional
+	// (but recommended) for serial links.
+	KeyFile string `toml:"key_file"`
 	// Serial links: the device (the same path on every node) and its speed.
 	Device string `toml:"device"`
 	Baud   int    `toml:"baud"`

@@ -182,7 +182,10 @@ func (v *validator) links() {
 				v.errf(p+".key_file", "the daemon's working directory is not the config's; use an absolute path", "%q is not an absolute path", l.KeyFile)
 			}
 		case LinkSerial:
-			v.onlyFor(p, []string{"interface", "port", "key_file"}, `to a link of type "serial"`)
+			v.onlyFor(p, []string{"interface", "port"}, `to a link of type "serial"`)
+			if l.KeyFile != "" && !filepath.IsAbs(l.KeyFile) {
+				v.errf(p+".key_file", "the daemon's working directory is not the config's; use an absolute path", "%q is not an absolute path", l.KeyFile)
+			}
 			if l.Device == "" {
 				v.missing(p+".device", "the serial device, e.g. /dev/ttyS1")
 			} else if !filepath.IsAbs(l.Device) {
