@@ -6,8 +6,8 @@ import (
 )
 
 // The defaults, all of them, in one place. README.md's configuration
-// reference lists the same values; config_test.go checks that the example
-// file and the README agree with what applyDefaults does.
+// reference lists the same values (keep them in step); TestDefaults checks
+// that applyDefaults applies them.
 const (
 	DefaultNodePriority   = 100
 	DefaultAdvertInterval = time.Second
@@ -33,6 +33,9 @@ const (
 	DefaultHTTPStatusLo   = 200
 	DefaultHTTPStatusHi   = 299
 	DefaultSyncEnabled    = true
+	DefaultNotifyTimeout  = 10 * time.Second
+	DefaultGARPRepeat     = 5               // keepalived's vrrp_garp_master_repeat
+	DefaultGARPDelay      = 5 * time.Second // keepalived's vrrp_garp_master_delay
 )
 
 // applyDefaults fills every key the file did not set. It runs after decoding
@@ -60,6 +63,12 @@ func applyDefaults(c *Config) {
 		in, p := &c.Instances[i], fmt.Sprintf("vrrp_instance[%d]", i)
 		def(c, p+".advert_interval", &in.AdvertInterval, Duration(DefaultAdvertInterval))
 		def(c, p+".preempt", &in.Preempt, DefaultPreempt)
+		def(c, p+".notify_timeout", &in.NotifyTimeout, Duration(DefaultNotifyTimeout))
+		def(c, p+".garp_repeat", &in.GARPRepeat, DefaultGARPRepeat)
+		def(c, p+".garp_delay", &in.GARPDelay, Duration(DefaultGARPDelay))
+	}
+	for i := range c.SyncGroups {
+		def(c, fmt.Sprintf("sync_group[%d].notify_timeout", i), &c.SyncGroups[i].NotifyTimeout, Duration(DefaultNotifyTimeout))
 	}
 	for i := range c.Services {
 		s, p := &c.Services[i], fmt.Sprintf("virtual_service[%d]", i)

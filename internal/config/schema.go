@@ -16,12 +16,13 @@ import (
 // The toml tags are the file's keys. Every key is documented in README.md
 // ("Configuration reference"); defaults live in defaults.go.
 type Config struct {
-	Cluster   Cluster          `toml:"cluster"`
-	Nodes     []Node           `toml:"node"`
-	Links     []Link           `toml:"link"`
-	Instances []Instance       `toml:"vrrp_instance"`
-	Services  []VirtualService `toml:"virtual_service"`
-	Sync      *Sync            `toml:"sync"`
+	Cluster    Cluster          `toml:"cluster"`
+	Nodes      []Node           `toml:"node"`
+	Links      []Link           `toml:"link"`
+	Instances  []Instance       `toml:"vrrp_instance"`
+	SyncGroups []SyncGroup      `toml:"sync_group"`
+	Services   []VirtualService `toml:"virtual_service"`
+	Sync       *Sync            `toml:"sync"`
 
 	// File is the path the config was read from.
 	File string `toml:"-"`
@@ -84,6 +85,59 @@ type Instance struct {
 	Priority map[string]int `toml:"priority"`
 	// Links names the heartbeat links that also carry this instance's adverts.
 	Links []string `toml:"links"`
+	// Unicast sends adverts to the peers instead of the multicast group.
+	// The peers are the other nodes' addresses on the interface, plus
+	// UnicastPeers (routers that are not in this file, e.g. a keepalived).
+	Unicast      bool         `toml:"unicast"`
+	UnicastPeers []netip.Addr `toml:"unicast_peers"`
+	// TrackInterfaces put the instance in Fault (weight 0) or lower its
+	// priority by the weight while a tracked interface is down.
+	TrackInterfaces []TrackInterface `toml:"track_interface"`
+	// Notify is a program run on every transition with keepalived's
+	// arguments: INSTANCE NAME STATE PRIORITY.
+	Notify        string   `toml:"notify"`
+	NotifyTimeout Duration `toml:"notify_timeout"`
+	// Gratuitous ARP / unsolicited NA on taking the VIPs: GARPRepeat rounds
+	// at once, the same again after GARPDelay (0: no second burst), and
+	// every GARPRefresh while master (0: off).
+	GARPRepeat  int      `toml:"garp_repeat"`
+	GARPDelay   Duration `toml:"garp_delay"`
+	GARPRefresh Duration `toml:"garp_refresh"`
+}
+
+// TrackInterface is an interface whose link state affects an instance.
+type TrackInterface struct {
+	Name string `toml:"name"`
+	// Weight 0 means Fault while the link is down; otherwise the priority
+	// changes by Weight (usually negative) while it is down.
+	Weight int `toml:"weight"`
+}
+
+// SyncGroup is a set of instances that fail over together, such as the
+// external VIP and the internal gateway VIP of a NAT cluster.
+type SyncGroup struct {
+	Name          string   `toml:"name"`
+	Instances     []string `toml:"instances"`
+	Notify        string   `toml:"notify"`
+	NotifyTimeout Duration `toml:"notify_timeout"`
+}
+
+// Peers is where node sends this instance's adverts in unicast mode: the
+// other nodes' first address of the instance's family on its interface,
+// then UnicastPeers.
+func (c *Config) Peers(in *Instance, node string) []netip.Addr {
+	var peers []netip.Addr
+	for _, n := range c.Nodes {
+		if n.Name == node {
+			continue
+		}
+		if ifc := n.Interface(in.Interface); ifc != nil {
+			if a, ok := ifc.FirstAddr(in.Family()); ok {
+				peers = append(peers, a)
+			}
+		}
+	}
+	return append(peers, in.UnicastPeers...)
 }
 
 // Family is the address family of the instance's VIPs (all the same).

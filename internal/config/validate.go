@@ -73,6 +73,7 @@ func validate(c *Config) Problems {
 	v.nodes()
 	v.links()
 	v.instances()
+	v.syncGroups()
 	v.services()
 	v.sync()
 	return v.probs
@@ -288,6 +289,13 @@ func (v *validator) instances() {
 			v.intRange(pp, in.Priority[node], 1, 255, "")
 		}
 		v.addressOwner(p, in)
+		v.unicast(p, in)
+		v.tracking(p, in)
+		v.hook(p+".notify", in.Notify, in.NotifyTimeout)
+		v.intRange(p+".garp_repeat", in.GARPRepeat, 1, 100, "gratuitous ARP rounds per burst")
+		if in.GARPDelay < 0 || in.GARPRefresh < 0 || (in.GARPRefresh > 0 && in.GARPRefresh.D() < 100*time.Millisecond) {
+			v.errf(p+".garp_refresh", "0 turns it off; otherwise at least 100ms", "%s is not a usable refresh interval", in.GARPRefresh)
+		}
 		seen := map[string]bool{}
 		for k, l := range in.Links {
 			lp := fmt.Sprintf("%s.links[%d]", p, k)
@@ -511,4 +519,98 @@ func (v *validator) sync() {
 	}
 	v.intRange("sync.port", s.Port, 1, 65535, "")
 	v.intRange("sync.ttl", s.TTL, 1, 255, "")
+}
+
+// unicast checks the peer list: an empty one is an error, never a silent
+// fall-back to multicast (keepalived before 2.2.4 did that and left two
+// masters; openshift/machine-config-operator#2576).
+func (v *validator) unicast(p string, in *Instance) {
+	c := v.c
+	if !in.Unicast {
+		v.onlyFor(p, []string{"unicast_peers"}, "without unicast = true")
+		return
+	}
+	for k, a := range in.UnicastPeers {
+		if familyOf(a) != in.Family() && in.Family() != 0 {
+			v.errf(fmt.Sprintf("%s.unicast_peers[%d]", p, k), "", "%s is %s but the instance is %s", a, familyOf(a), in.Family())
+		}
+	}
+	for _, n := range c.Nodes {
+		if len(c.Peers(in, n.Name)) == 0 {
+			v.errf(p+".unicast", "add another node with an address on "+in.Interface+", or list unicast_peers", "node %q would have no unicast peer: an empty peer list is refused, never a silent fall-back to multicast", n.Name)
+		}
+	}
+}
+
+func (v *validator) tracking(p string, in *Instance) {
+	seen := map[string]bool{}
+	for k, t := range in.TrackInterfaces {
+		tp := fmt.Sprintf("%s.track_interface[%d]", p, k)
+		switch {
+		case t.Name == "":
+			v.missing(tp+".name", "the interface to watch")
+		case !validIfname(t.Name):
+			v.errf(tp+".name", "", "%q is not a valid interface name", t.Name)
+		case seen[t.Name]:
+			v.errf(tp+".name", "", "interface %q is tracked twice", t.Name)
+		}
+		seen[t.Name] = true
+		v.intRange(tp+".weight", t.Weight, -253, 253, "0 means Fault while down; otherwise the priority change while down")
+	}
+}
+
+// hook checks a notify program: an absolute path (hooks run without a shell
+// or PATH search) and a time limit. Whether it exists and is executable is
+// checked by the daemon at start, on the host that runs it.
+func (v *validator) hook(p, path string, timeout Duration) {
+	if path == "" {
+		return
+	}
+	if !filepath.IsAbs(path) {
+		v.errf(p, "hooks run without a shell or PATH search", "%q is not an absolute path", path)
+	}
+	if timeout <= 0 || timeout.D() > time.Hour {
+		v.errf(p+"_timeout", "", "%s is out of range (0s..1h]", timeout)
+	}
+}
+
+func (v *validator) syncGroups() {
+	c := v.c
+	member := map[string]string{}
+	names := map[string]bool{}
+	insts := map[string]bool{}
+	for _, in := range c.Instances {
+		insts[in.Name] = true
+	}
+	for i, g := range c.SyncGroups {
+		p := fmt.Sprintf("sync_group[%d]", i)
+		if v.name(p+".name", g.Name, "sync_group") {
+			if names[g.Name] {
+				v.errf(p+".name", "", "sync_group %q is defined twice", g.Name)
+			}
+			names[g.Name] = true
+		}
+		if len(g.Instances) < 2 {
+			v.errf(p+".instances", "a sync group makes two or more instances fail over together", "needs at least two instances, has %d", len(g.Instances))
+		}
+		for k, name := range g.Instances {
+			ip := fmt.Sprintf("%s.instances[%d]", p, k)
+			switch prev, dup := member[name]; {
+			case !insts[name]:
+				v.errf(ip, "instances here: "+strings.Join(instanceNames(c), ", "), "no vrrp_instance is called %q", name)
+			case dup:
+				v.errf(ip, "an instance can be in one sync group only", "vrrp_instance %q is already in sync_group %q", name, prev)
+			}
+			member[name] = g.Name
+		}
+		v.hook(p+".notify", g.Notify, g.NotifyTimeout)
+	}
+}
+
+func instanceNames(c *Config) []string {
+	var names []string
+	for _, in := range c.Instances {
+		names = append(names, in.Name)
+	}
+	return names
 }
