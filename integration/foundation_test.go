@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,7 +73,11 @@ func TestTwoDirectorsFromOneFile(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "cluster.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(pairConfig, filepath.Join(dir, "hb.key"))), 0o644); err != nil {
+	key := filepath.Join(dir, "hb.key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(pairConfig, key)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	nodes := map[string]*netlab.Node{}
@@ -111,6 +116,40 @@ func TestTwoDirectorsFromOneFile(t *testing.T) {
 		}
 	}
 
+	// The election: lb1 (150) is master and holds the VIP, lb2 (120) is
+	// backup and does not; the extra link is up both ways.
+	vip := netip.MustParsePrefix("10.77.0.100/24")
+	waitState(ctx, t, filepath.Join(dir, "lb1.sock"), "MASTER")
+	waitState(ctx, t, filepath.Join(dir, "lb2.sock"), "BACKUP")
+	if !hasAddr(t, nodes["lb1"], "eth0", vip) || hasAddr(t, nodes["lb2"], "eth0", vip) {
+		t.Errorf("VIP on lb1: %v, on lb2: %v; want only lb1", hasAddr(t, nodes["lb1"], "eth0", vip), hasAddr(t, nodes["lb2"], "eth0", vip))
+	}
+	for _, name := range []string{"lb1", "lb2"} {
+		waitLinkUp(ctx, t, filepath.Join(dir, name+".sock"), "crossover")
+	}
+	if st := statusOf(ctx, t, filepath.Join(dir, "lb2.sock")); st.Instances[0].Master != "10.77.0.11" {
+		t.Errorf("lb2 sees master %q, want 10.77.0.11", st.Instances[0].Master)
+	}
+
+	// Graceful stop of the master: lb2 takes over and holds the VIP, lb1
+	// exits 0 and no longer holds it.
+	if err := procs["lb1"].Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-procs["lb1"].Done():
+		if err := procs["lb1"].Wait(); err != nil {
+			t.Errorf("lb1 exited with %v after SIGTERM", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("lb1 did not stop after SIGTERM")
+	}
+	waitState(ctx, t, filepath.Join(dir, "lb2.sock"), "MASTER")
+	if hasAddr(t, nodes["lb1"], "eth0", vip) || !hasAddr(t, nodes["lb2"], "eth0", vip) {
+		t.Errorf("after the handover: VIP on lb1: %v, on lb2: %v; want only lb2", hasAddr(t, nodes["lb1"], "eth0", vip), hasAddr(t, nodes["lb2"], "eth0", vip))
+	}
+	delete(procs, "lb1")
+
 	// lb1's identity inside lb2's namespace: refused, nothing started.
 	out, err := nodes["lb2"].CombinedOutput(ctx, hadirector, "run", "--config", cfg, "--node", "lb1", "--socket", filepath.Join(dir, "wrong.sock"))
 	if err == nil || !strings.Contains(string(out), `node "lb1": address 10.77.0.11/24 is not on eth0 on this host`) {
@@ -148,7 +187,7 @@ func TestLab(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hadirector lab: %v\n%s", err, out)
 	}
-	for _, want := range []string{"node lb1", "node lb2", "front     77    eth0       INIT   150", "front     77    eth0       INIT   100", "Lab taken down"} {
+	for _, want := range []string{"node lb1", "node lb2", "Elected: lb1 is MASTER", "MASTER  150", "BACKUP  100", "Lab taken down"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("lab output lacks %q:\n%s", want, out)
 		}
@@ -157,4 +196,56 @@ func TestLab(t *testing.T) {
 	if len(after) > len(before) {
 		t.Errorf("lab left namespaces behind: %v", after)
 	}
+}
+
+// waitState waits until the daemon's first instance is in state.
+func waitState(ctx context.Context, t *testing.T, socket, state string) {
+	t.Helper()
+	for {
+		st := statusOf(ctx, t, socket)
+		if len(st.Instances) > 0 && st.Instances[0].State == state {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: state %v, want %s", socket, st.Instances, state)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func waitLinkUp(ctx context.Context, t *testing.T, socket, link string) {
+	t.Helper()
+	for {
+		st := statusOf(ctx, t, socket)
+		for _, l := range st.Links {
+			if l.Name == link && l.Up {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: link %s not up: %+v", socket, link, st.Links)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// hasAddr says whether the node's interface carries p.
+func hasAddr(t *testing.T, n *netlab.Node, ifname string, p netip.Prefix) bool {
+	t.Helper()
+	link, err := n.Netlink().LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := n.Netlink().AddrList(link, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ap, ok := netip.AddrFromSlice(a.IP); ok && ap.Unmap() == p.Addr() {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"fmt"
 	"io"
@@ -52,15 +54,23 @@ func runLab(ctx context.Context, hold time.Duration, out io.Writer) (err error) 
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The heartbeat key both directors share, and the config pointing at it.
+	keyPath := filepath.Join(dir, "heartbeat.key")
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return err
+	}
+	cfgText := bytes.Replace(labConfig, []byte("/run/hadirector-lab/heartbeat.key"), []byte(keyPath), 1)
 	cfgPath := filepath.Join(dir, "cluster.toml")
-	if err := os.WriteFile(cfgPath, labConfig, 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, cfgText, 0o644); err != nil {
 		return err
 	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return fmt.Errorf("the embedded config is invalid (a bug):\n%w", err)
 	}
-	fmt.Fprintf(out, "== The cluster file both directors run from (%s):\n\n%s\n", cfgPath, labConfig)
+	fmt.Fprintf(out, "== The cluster file both directors run from (%s):\n\n%s\n", cfgPath, cfgText)
 
 	netlab.Sweep("hdlab")
 	lab, err := netlab.New("hdlab")
@@ -117,16 +127,27 @@ func runLab(ctx context.Context, hold time.Duration, out io.Writer) (err error) 
 		}
 		fmt.Fprintf(out, "== Started director %s: hadirector run --config %s --node %s\n", n, cfgPath, n)
 	}
+	start := time.Now()
 	for _, n := range cfg.NodeNames() {
-		st, err := waitStatus(ctx, sockets[n], 15*time.Second)
-		if err != nil {
+		if _, err := waitStatus(ctx, sockets[n], 15*time.Second); err != nil {
 			logs, _ := os.ReadFile(filepath.Join(dir, n+".log"))
 			return fmt.Errorf("director %s did not answer: %w\n%s", n, err, logs)
+		}
+	}
+	master, err := waitMaster(ctx, sockets, 15*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n== Elected: %s is MASTER %s after start\n", master, time.Since(start).Round(time.Millisecond))
+	for _, n := range cfg.NodeNames() {
+		st, err := control.GetStatus(sockets[n], time.Second)
+		if err != nil {
+			return err
 		}
 		fmt.Fprintf(out, "\n== hadirector status (director %s)\n\n", n)
 		printStatus(out, st, time.Now())
 	}
-	fmt.Fprintln(out, "\nBoth directors run from one file and each found itself. Elections (MASTER/BACKUP),\nvirtual services and failover join the lab as they are built.")
+	fmt.Fprintln(out, "\nBoth directors run from one file: one is MASTER and owns the VIP, the other is BACKUP.\nVirtual services and the failover demo join the lab as they are built.")
 	if hold > 0 {
 		fmt.Fprintf(out, "\n== Holding the lab for %s (Ctrl-C to end): try  ip netns exec %s-lb1 ip addr\n", hold, lab.Name())
 		select {
@@ -148,5 +169,33 @@ func waitStatus(ctx context.Context, socket string, limit time.Duration) (*contr
 			return nil, err
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitMaster waits until exactly one director is MASTER and the others are
+// BACKUP, and returns the master's name.
+func waitMaster(ctx context.Context, sockets map[string]string, limit time.Duration) (string, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		master, backups := "", 0
+		for n, sock := range sockets {
+			st, err := control.GetStatus(sock, time.Second)
+			if err != nil || len(st.Instances) == 0 {
+				continue
+			}
+			switch st.Instances[0].State {
+			case "MASTER":
+				master = n
+			case "BACKUP":
+				backups++
+			}
+		}
+		if master != "" && backups == len(sockets)-1 {
+			return master, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", fmt.Errorf("no single master elected within %s", limit)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

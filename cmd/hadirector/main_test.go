@@ -39,24 +39,20 @@ func TestMain(m *testing.M) {
 }
 
 // loConfig is a valid one-node cluster whose node lives on the loopback
-// interface, so the daemon's host checks pass on any machine.
+// interface, so the daemon's host checks pass on any machine. It has no
+// VRRP instance (that needs raw sockets and a real interface): elections
+// are tested in namespaces (integration/).
 const loConfig = `
 [cluster]
 name = "test"
 
 [[node]]
 name = "solo"
+priority = 120
 
 [[node.interface]]
 name = "lo"
 addresses = ["127.0.0.1/8"]
-
-[[vrrp_instance]]
-name = "VI_1"
-vrid = 7
-interface = "lo"
-vips = ["10.99.0.1/32"]
-advert_interval = "100ms"
 `
 
 func writeFile(t *testing.T, dir, name, body string) string {
@@ -109,8 +105,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown --node", []string{"--node", "ghost"}, good, `node "ghost" (from --node) is not in this cluster; its nodes are: solo`},
 		{"unknown key at the top", nil, writeFile(t, dir, "k1.toml", "verbose = true\n"+loConfig), "k1.toml:1:1: verbose: unknown key"},
 		{"unknown key in a table", nil, writeFile(t, dir, "k2.toml", strings.Replace(loConfig, `name = "test"`, "name = \"test\"\nowner = \"ops\"", 1)), "k2.toml:4:1: cluster.owner: unknown key"},
-		{"unknown key in an array table", nil, writeFile(t, dir, "k3.toml", strings.Replace(loConfig, `vrid = 7`, "vrid = 7\nauth_pass = \"x\"", 1)), "k3.toml:15:1: vrrp_instance[0].auth_pass: unknown key"},
-		{"unknown key in a nested table", nil, writeFile(t, dir, "k4.toml", strings.Replace(loConfig, `addresses = ["127.0.0.1/8"]`, "addresses = [\"127.0.0.1/8\"]\nmtu = 1500", 1)), "k4.toml:11:1: node[0].interface[0].mtu: unknown key"},
+		{"unknown key in an array table", nil, writeFile(t, dir, "k3.toml", strings.Replace(loConfig, "priority = 120", "priority = 120\nauth_pass = \"x\"", 1)), "k3.toml:8:1: node[0].auth_pass: unknown key"},
+		{"unknown key in a nested table", nil, writeFile(t, dir, "k4.toml", strings.Replace(loConfig, `addresses = ["127.0.0.1/8"]`, "addresses = [\"127.0.0.1/8\"]\nmtu = 1500", 1)), "k4.toml:12:1: node[0].interface[0].mtu: unknown key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,7 +162,7 @@ func TestRunRefusesServicesWithoutIPVS(t *testing.T) {
 		t.Skip("this kernel has IPVS; the refusal is for kernels without it")
 	}
 	dir := t.TempDir()
-	cfg := writeFile(t, dir, "svc.toml", loConfig+"\n[[virtual_service]]\naddress = \"10.99.0.1:80\"\n[[virtual_service.real_server]]\naddress = \"10.99.0.21\"\n")
+	cfg := writeFile(t, dir, "svc.toml", loConfig+"\n[[virtual_service]]\naddress = \"127.0.0.1:80\"\n[[virtual_service.real_server]]\naddress = \"127.0.0.2\"\n")
 	socket := filepath.Join(dir, "ctl.sock")
 	r := runBinary(t, nil, "run", "--config", cfg, "--node", "solo", "--socket", socket)
 	if r.code != 1 || !strings.Contains(r.stderr, "configures 1 virtual services") || !strings.Contains(r.stderr, "the kernel has no IPVS") {
@@ -302,7 +298,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("control socket directory mode %v, want 0700", di.Mode().Perm())
 	}
 	st := status(t, socket)
-	if st.Node != "solo" || st.Cluster != "test" || len(st.Instances) != 1 || st.Instances[0].AdvertInterval != 100*time.Millisecond {
+	if st.Node != "solo" || st.Cluster != "test" || len(st.Instances) != 0 {
 		t.Fatalf("status: %+v", st)
 	}
 	// A second daemon on the same socket is refused, and the first keeps it.
@@ -312,25 +308,25 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	// Good reload.
-	writeFile(t, dir, "cluster.toml", strings.Replace(loConfig, `"100ms"`, `"50ms"`, 1))
+	writeFile(t, dir, "cluster.toml", strings.Replace(loConfig, `priority = 120`, `priority = 130`, 1))
 	cmd.Process.Signal(syscall.SIGHUP)
 	if m := ns.expect(t, "RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
 		t.Errorf("RELOADING without MONOTONIC_USEC: %q", m)
 	}
 	ns.expect(t, "READY=1")
 	st = status(t, socket)
-	if st.Reloads != 1 || st.LastReload == nil || !st.LastReload.Applied || fmt.Sprint(st.LastReload.Changes) != "[changed vrrp_instance VI_1: advert_interval]" || st.Instances[0].AdvertInterval != 50*time.Millisecond {
+	if st.Reloads != 1 || st.LastReload == nil || !st.LastReload.Applied || fmt.Sprint(st.LastReload.Changes) != "[changed node solo: priority]" {
 		t.Errorf("after a good reload: reloads=%d last=%+v", st.Reloads, st.LastReload)
 	}
 
 	// Bad reload: refused, old config kept, the reason logged and shown.
-	writeFile(t, dir, "cluster.toml", strings.Replace(loConfig, "vrid = 7", "vrid = 700", 1))
+	writeFile(t, dir, "cluster.toml", strings.Replace(loConfig, "priority = 120", "priority = 700", 1))
 	cmd.Process.Signal(syscall.SIGHUP)
 	ns.expect(t, "RELOADING=1")
 	ns.expect(t, "READY=1")
 	st = status(t, socket)
-	if st.Reloads != 1 || st.LastReload == nil || st.LastReload.Applied || !strings.Contains(st.LastReload.Error, "vrrp_instance[0].vrid: 700 is out of range 1..255") || st.Instances[0].VRID != 7 {
-		t.Errorf("after a bad reload: reloads=%d last=%+v vrid=%d", st.Reloads, st.LastReload, st.Instances[0].VRID)
+	if st.Reloads != 1 || st.LastReload == nil || st.LastReload.Applied || !strings.Contains(st.LastReload.Error, "node[0].priority: 700 is out of range 1..255") {
+		t.Errorf("after a bad reload: reloads=%d last=%+v", st.Reloads, st.LastReload)
 	}
 	if !strings.Contains(logs.String(), "reload refused, keeping the running config") || !strings.Contains(logs.String(), "700 is out of range") {
 		t.Errorf("the log does not say why the reload was refused:\n%s", logs)

@@ -8,12 +8,16 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/hadirector/hadirector/internal/alert"
 	"github.com/hadirector/hadirector/internal/config"
 	"github.com/hadirector/hadirector/internal/control"
 	"github.com/hadirector/hadirector/internal/director"
 	"github.com/hadirector/hadirector/internal/ipvs"
+	"github.com/hadirector/hadirector/internal/vrrp"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,6 +64,13 @@ func preflight(cfg *config.Config, node string) error {
 	if err := checkHost(cfg.Node(node)); err != nil {
 		return err
 	}
+	for _, in := range cfg.Instances {
+		if in.Notify != "" {
+			if err := alert.CheckHook(in.Notify); err != nil {
+				return fmt.Errorf("vrrp_instance %s: notify: %w", in.Name, err)
+			}
+		}
+	}
 	if len(cfg.Services) > 0 {
 		if err := ipvs.Preflight(); err != nil {
 			return fmt.Errorf("%s configures %d virtual services: %w", cfg.File, len(cfg.Services), err)
@@ -83,11 +94,17 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
 
+// shutdownBound caps the graceful handover on SIGTERM (systemd's
+// TimeoutStopSec is 15 s).
+const shutdownBound = 10 * time.Second
+
 type daemon struct {
 	path, node, socket string
 	log                *slog.Logger
 	notify             *notifier
 	engine             *director.Engine
+	cfg                atomic.Pointer[config.Config] // the running config (hooks read it on the engine goroutine)
+	runner             *alert.Runner
 }
 
 func (d *daemon) run(cfg *config.Config) int {
@@ -99,11 +116,50 @@ func (d *daemon) run(cfg *config.Config) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	engine, err := director.New(cfg, d.node, version, d.log)
+	plat, err := buildPlatform(cfg, d.node, d.log)
 	if err != nil {
 		d.log.Error("not started", "err", err)
 		return exitFail
 	}
+	defer plat.Close()
+	d.cfg.Store(cfg)
+	d.runner = alert.NewRunner(alert.RunnerConfig{}, d.log)
+	defer func() {
+		// Let the last hooks (STOP) run, within a bound.
+		hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer hcancel()
+		d.runner.Close(hctx)
+	}()
+	opts := plat.opts
+	opts.Hooks = d.hooks
+	// Each instance tracks its own interface and its track_interface ones.
+	tracked := map[string]bool{}
+	for _, in := range cfg.Instances {
+		tracked[in.Interface] = true
+		for _, t := range in.TrackInterfaces {
+			tracked[t.Name] = true
+		}
+	}
+	var engineRef atomic.Pointer[director.Engine]
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	down, err := watchLinks(tracked, func(name string, up bool) {
+		if e := engineRef.Load(); e != nil {
+			e.LinkState(name, up)
+		}
+	}, watchDone, d.log)
+	if err != nil {
+		d.log.Error("not started: watching interfaces", "err", err)
+		return exitFail
+	}
+	opts.LinksDown = down
+	engine, err := director.New(cfg, d.node, version, d.log, opts)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		return exitFail
+	}
+	plat.engine.Store(engine)
+	engineRef.Store(engine)
 	d.engine = engine
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- engine.Run(ctx) }()
@@ -131,6 +187,13 @@ func (d *daemon) run(cfg *config.Config) int {
 			}
 			d.log.Info("stopping", "signal", sig.String())
 			d.notify.send("STOPPING=1")
+			// A master hands over before leaving: it advertises priority 0
+			// and keeps answering for its VIPs until the successor speaks.
+			sctx, scancel := context.WithTimeout(ctx, shutdownBound)
+			if err := engine.Shutdown(sctx); err != nil {
+				d.log.Warn("graceful handover did not finish", "err", err)
+			}
+			scancel()
 			cancel()
 			<-engineDone
 			<-serveDone
@@ -175,6 +238,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("reload refused, keeping the running config", "problem", err.Error())
 		return
 	}
+	d.cfg.Store(cfg)
 	d.log.Info("reload applied", "changes", len(changes))
 	for _, c := range changes {
 		d.log.Info("reload change", "change", c.String())
@@ -184,6 +248,36 @@ func (d *daemon) reload(ctx context.Context) {
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
 // with RELOADING=1 to tell this reload from an earlier one.
+// hooks runs the instance's notify program on a transition, with
+// keepalived's arguments (INSTANCE NAME STATE PRIORITY). It never blocks:
+// the runner queues.
+func (d *daemon) hooks(t director.Transition) {
+	cfg := d.cfg.Load()
+	for i := range cfg.Instances {
+		in := &cfg.Instances[i]
+		if in.Name != t.Instance || in.Notify == "" {
+			continue
+		}
+		vips := make([]string, len(in.VIPs))
+		for j, v := range in.VIPs {
+			vips[j] = v.String()
+		}
+		d.runner.Notify(alert.Hook{Path: in.Notify, Timeout: in.NotifyTimeout.D()}, alert.Event{
+			Kind: alert.KindInstance, Name: in.Name, State: hookState(t.To), Priority: t.Priority, At: t.At,
+			Cluster: cfg.Cluster.Name, Node: d.node, Reason: t.Reason,
+			Extra: map[string]string{"FROM": hookState(t.From), "VIPS": strings.Join(vips, " ")},
+		})
+	}
+}
+
+// hookState is keepalived's word for a state: leaving to Initialize is STOP.
+func hookState(s vrrp.State) string {
+	if s == vrrp.Initialize {
+		return alert.StateStop
+	}
+	return s.String()
+}
+
 func monotonicUsec() int64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,14 +48,37 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "INSTANCE\tVRID\tINTERFACE\tSTATE\tPRIORITY\tADVERT\tVIPS")
+	fmt.Fprintln(tw, "INSTANCE\tVRID\tINTERFACE\tSTATE\tPRIORITY\tADVERT\tMASTER\tSINCE\tVIPS")
 	for _, in := range st.Instances {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", in.Name, in.VRID, in.Interface, in.State, in.Priority, in.AdvertInterval, strings.Join(in.VIPs, " "))
+		master, since := or(in.Master, "-"), "-"
+		if !in.LastTransition.IsZero() {
+			since = now.Sub(in.LastTransition).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", in.Name, in.VRID, in.Interface, in.State, in.Priority, in.AdvertInterval, master, since, strings.Join(in.VIPs, " "))
 	}
 	if len(st.Instances) == 0 {
 		fmt.Fprintln(tw, "(none)")
 	}
 	tw.Flush()
+	if len(st.Links) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "LINK\tKIND\tSTATE\tLAST RX\tRX\tTX\tDROPS")
+		for _, l := range st.Links {
+			state, last := "DOWN", "never"
+			if l.Up {
+				state = "up"
+			}
+			if !l.LastRx.IsZero() {
+				last = now.Sub(l.LastRx).Round(time.Millisecond).String() + " ago"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", l.Name, l.Kind, state, last, l.RxFrames, l.TxFrames, counts(l.Drops))
+		}
+		tw.Flush()
+	}
+	if len(st.Drops) > 0 {
+		fmt.Fprintf(w, "\nVRRP packets dropped: %s\n", counts(st.Drops))
+	}
 	if len(st.Services) == 0 {
 		return
 	}
@@ -76,4 +100,28 @@ func firstLine(s string) string {
 		return fmt.Sprintf("%s (and %d more)", first, strings.Count(rest, "\n")+1)
 	}
 	return first
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// counts renders a counter map as "a=1 b=2", sorted, or "-".
+func counts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
 }

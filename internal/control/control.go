@@ -37,7 +37,10 @@ type Status struct {
 	Reloads    int              `json:"reloads"`       // reloads applied
 	LastReload *ReloadStatus    `json:"last_reload,omitempty"`
 	Instances  []InstanceStatus `json:"instances"`
-	Services   []ServiceStatus  `json:"services"`
+	Links      []LinkStatus     `json:"links,omitempty"`
+	// Drops counts received VRRP packets that were not acted on, by reason.
+	Drops    map[string]uint64 `json:"drops,omitempty"`
+	Services []ServiceStatus   `json:"services"`
 }
 
 // ReloadStatus is the outcome of the last reload attempt.
@@ -58,6 +61,22 @@ type InstanceStatus struct {
 	AdvertInterval time.Duration `json:"advert_interval"`
 	VIPs           []string      `json:"vips"`
 	Master         string        `json:"master,omitempty"` // the current master's address, when known
+	LastTransition time.Time     `json:"last_transition,omitzero"`
+	LastReason     string        `json:"last_reason,omitempty"`
+	Links          []string      `json:"links,omitempty"` // extra links carrying its adverts
+}
+
+// LinkStatus is one heartbeat link's health.
+type LinkStatus struct {
+	Name        string            `json:"name"`
+	Kind        string            `json:"kind"` // udp, serial
+	Up          bool              `json:"up"`
+	Since       time.Time         `json:"since,omitzero"`   // of the current Up value
+	LastRx      time.Time         `json:"last_rx,omitzero"` // last valid frame
+	RxFrames    uint64            `json:"rx_frames"`
+	TxFrames    uint64            `json:"tx_frames"`
+	Drops       map[string]uint64 `json:"drops,omitempty"`
+	Transitions uint64            `json:"transitions"`
 }
 
 // ServiceStatus is one virtual service and its real servers.

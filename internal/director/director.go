@@ -1,10 +1,11 @@
 // Package director is hadirector's engine: one goroutine owns all mutable
-// state (the running config, this node's view of every VRRP instance and
-// virtual service) and turns events into actions and status snapshots.
+// state (the running config, every VRRP instance's state machine, and, as
+// their packages land, health transitions and the IPVS table) and turns
+// events into actions and status snapshots.
 //
-// For now it holds the configuration, applies reloads by difference and
-// answers status; elections, health transitions and IPVS programming arrive
-// through this same loop as their packages land.
+// Everything that touches the network or the kernel reaches the engine
+// through small interfaces declared here and wired in cmd, so the engine is
+// tested with fakes and the real parts are proven in namespaces.
 package director
 
 import (
@@ -12,12 +13,38 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hadirector/hadirector/internal/config"
 	"github.com/hadirector/hadirector/internal/control"
+	"github.com/hadirector/hadirector/internal/vrrp"
 )
+
+// Options are the engine's connections to the world. The zero value runs
+// no election (every instance stays in INIT), which is what `check`-like
+// uses and the first tests need.
+type Options struct {
+	// Instances holds the I/O of each VRRP instance, by name. Instances
+	// missing here are not run.
+	Instances map[string]InstanceIO
+	// Links are the extra heartbeat links, by config name.
+	Links map[string]Link
+	// LinkInterval is how often a keepalive or advert goes out on the
+	// links (the smallest configured link interval).
+	LinkInterval time.Duration
+	// Hooks is called on the engine goroutine for every transition; it
+	// must not block (alert.Runner queues).
+	Hooks func(Transition)
+	// LinkHealth reports the links for status.
+	LinkHealth func() []control.LinkStatus
+	// Now is the clock (tests inject one).
+	Now func() time.Time
+	// LinksDown are the interfaces down at start (see LinkState).
+	LinksDown []string
+}
 
 // Engine is the director. Create it with New and start Run in a goroutine;
 // every other method hands work to the Run goroutine, so they are safe from
@@ -26,11 +53,13 @@ type Engine struct {
 	node    string
 	version string
 	log     *slog.Logger
-	now     func() time.Time
+	opts    Options
 
-	st   *state // owned by Run once it starts
-	reqs chan func(*state)
-	done chan struct{}
+	st       *state // owned by Run once it starts
+	reqs     chan func(*state)
+	packets  chan Packet
+	overflow atomic.Uint64 // packets dropped because the engine was behind
+	done     chan struct{}
 }
 
 // state is owned by the Run goroutine; nothing else touches it.
@@ -40,37 +69,287 @@ type state struct {
 	loaded     time.Time
 	reloads    int
 	lastReload *control.ReloadStatus
+
+	instances []*instance // in config order
+	linkDown  map[string]bool
+	drops     DropCounts
+	nextLink  time.Time
+	stopping  bool
+	scratch   vrrp.Advert
 }
 
 // ErrStopped is returned by calls made when Run is not running.
 var ErrStopped = errors.New("director is not running")
 
 // New makes an engine for node in cfg.
-func New(cfg *config.Config, node, version string, log *slog.Logger) (*Engine, error) {
+func New(cfg *config.Config, node, version string, log *slog.Logger, opts Options) (*Engine, error) {
 	if cfg.Node(node) == nil {
 		return nil, fmt.Errorf("node %q is not in %s", node, cfg.File)
 	}
-	now := time.Now()
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	now := opts.Now()
+	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}}
+	for _, name := range opts.LinksDown {
+		st.linkDown[name] = true
+	}
+	for i := range cfg.Instances {
+		in := &cfg.Instances[i]
+		io, ok := opts.Instances[in.Name]
+		if !ok {
+			continue
+		}
+		if io.Socket == nil || io.VIPs == nil {
+			return nil, fmt.Errorf("instance %s: no socket or VIPs", in.Name)
+		}
+		st.instances = append(st.instances, newInstance(in, cfg.PriorityOf(in, node), io.Socket.Source(), io))
+	}
 	return &Engine{
-		node: node, version: version, log: log, now: time.Now,
-		st:   &state{cfg: cfg, started: now, loaded: now},
-		reqs: make(chan func(*state)),
-		done: make(chan struct{}),
+		node: node, version: version, log: log, opts: opts, st: st,
+		reqs:    make(chan func(*state)),
+		packets: make(chan Packet, 1024),
+		done:    make(chan struct{}),
 	}, nil
 }
 
-// Run is the engine's loop. It returns when ctx ends.
+// Deliver hands a received packet to the engine. It never blocks: when the
+// engine is behind, the packet is dropped (and counted as such).
+func (e *Engine) Deliver(p Packet) {
+	select {
+	case e.packets <- p:
+	default:
+		e.overflow.Add(1)
+	}
+}
+
+// Run is the engine's loop. It returns when ctx ends; Shutdown first for a
+// graceful handover.
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
-	e.log.Info("director running", "cluster", e.st.cfg.Cluster.Name,
-		"instances", len(e.st.cfg.Instances), "services", len(e.st.cfg.Services))
+	s := e.st
+	e.log.Info("director running", "cluster", s.cfg.Cluster.Name, "instances", len(s.instances), "services", len(s.cfg.Services))
+	now := e.opts.Now()
+	s.nextLink = now // every node keeps its links alive, master or not
+	for _, in := range s.instances {
+		e.track(s, in, now) // a tracked link down at start: Fault, not Backup
+		e.apply(s, in, in.machine.Step(vrrp.Start{}, now), now)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		e.arm(s, timer)
 		select {
 		case <-ctx.Done():
 			e.log.Info("director stopped")
 			return nil
 		case f := <-e.reqs:
-			f(e.st)
+			f(s)
+		case p := <-e.packets:
+			e.receive(s, p)
+		case <-timer.C:
+			e.tick(s)
+		}
+	}
+}
+
+// arm sets the timer to the earliest deadline of any machine or link send.
+func (e *Engine) arm(s *state, t *time.Timer) {
+	var next time.Time
+	for _, in := range s.instances {
+		if d := in.machine.NextDeadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	if len(e.opts.Links) > 0 && !s.nextLink.IsZero() && (next.IsZero() || s.nextLink.Before(next)) {
+		next = s.nextLink
+	}
+	wait := time.Hour
+	if !next.IsZero() {
+		wait = max(next.Sub(e.opts.Now()), 0)
+	}
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(wait)
+}
+
+func (e *Engine) tick(s *state) {
+	now := e.opts.Now()
+	for _, in := range s.instances {
+		if d := in.machine.NextDeadline(); !d.IsZero() && !now.Before(d) {
+			e.apply(s, in, in.machine.Step(vrrp.Tick{}, now), now)
+		}
+	}
+	if len(e.opts.Links) > 0 && !now.Before(s.nextLink) {
+		e.sendLinks(s)
+		s.nextLink = now.Add(e.opts.LinkInterval)
+	}
+}
+
+// sendLinks sends, on every link, each master instance's advert that uses
+// it, or a keepalive when there is none, so that both ends see the link.
+func (e *Engine) sendLinks(s *state) {
+	for name, l := range e.opts.Links {
+		sent := false
+		for _, in := range s.instances {
+			if in.machine.State() != vrrp.Master || !contains(in.io.Links, name) {
+				continue
+			}
+			s.scratch = in.advert
+			s.scratch.Priority = in.machine.Priority()
+			if in.machine.Stopping() {
+				s.scratch.Priority = 0
+			}
+			env, err := advertEnvelope(in.cfg.Name, in.io.Socket.Source(), in.io.Socket.Group(), &s.scratch)
+			if err == nil {
+				err = l.Send(env)
+			}
+			if err != nil {
+				e.log.Debug("link send failed", "link", name, "err", err)
+			}
+			sent = true
+		}
+		if !sent {
+			if err := l.Send(keepalive()); err != nil {
+				e.log.Debug("link send failed", "link", name, "err", err)
+			}
+		}
+	}
+}
+
+// receive decodes a packet and feeds it to the instance it is for.
+func (e *Engine) receive(s *state, p Packet) {
+	if s.stopping && !e.anyMasterStopping(s) {
+		return
+	}
+	src, dst, payload := p.Src, p.Dst, p.Payload
+	var target *instance
+	if p.Link != "" {
+		name, from, adv, isAdvert, err := openEnvelope(p.Payload)
+		if err != nil {
+			s.drops[vrrp.DropTruncated]++
+			return
+		}
+		if !isAdvert {
+			return // keepalive: the link layer already counted it as life
+		}
+		for _, in := range s.instances {
+			if in.cfg.Name == name && contains(in.io.Links, p.Link) {
+				target = in
+			}
+		}
+		if target == nil {
+			s.drops[vrrp.DropWrongVRID]++
+			return
+		}
+		src, dst, payload = from, target.io.Socket.Group(), adv
+	}
+	var a vrrp.Advert
+	if err := a.Unmarshal(payload, src, dst); err != nil {
+		s.drops[vrrp.Reason(err)]++
+		return
+	}
+	if target == nil {
+		for _, in := range s.instances {
+			if in.cfg.Interface == p.Interface && uint8(in.cfg.VRID) == a.VRID && (in.cfg.Family() == config.IPv4) == src.Is4() {
+				target = in
+				break
+			}
+		}
+	}
+	if target == nil {
+		s.drops[vrrp.DropWrongVRID]++
+		return
+	}
+	if len(target.io.Peers) > 0 && p.Link == "" && !containsAddr(target.io.Peers, src) {
+		// Unicast instances listen to their peers only.
+		s.drops[vrrp.DropWrongVRID]++
+		return
+	}
+	now := e.opts.Now()
+	e.apply(s, target, target.machine.Step(vrrp.Received{From: src, Advert: &a}, now), now)
+}
+
+func (e *Engine) anyMasterStopping(s *state) bool {
+	for _, in := range s.instances {
+		if in.machine.Stopping() {
+			return true
+		}
+	}
+	return false
+}
+
+// apply carries out a machine's actions in order.
+func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.Time) {
+	for _, a := range actions {
+		switch a := a.(type) {
+		case vrrp.SendAdvert:
+			if err := in.send(a.Priority); err != nil {
+				e.log.Warn("sending VRRP advert", "instance", in.cfg.Name, "err", err)
+			}
+			if len(e.opts.Links) > 0 && len(in.io.Links) > 0 {
+				// A master's state goes out on the links at once too.
+				s.nextLink = now
+			}
+		case vrrp.TakeVIPs:
+			if err := in.io.VIPs.Take(); err != nil {
+				e.log.Error("taking the VIPs", "instance", in.cfg.Name, "err", err)
+			}
+		case vrrp.ReleaseVIPs:
+			if err := in.io.VIPs.Release(); err != nil {
+				e.log.Error("releasing the VIPs", "instance", in.cfg.Name, "err", err)
+			}
+		case vrrp.Announce:
+			if err := in.io.VIPs.Announce(); err != nil {
+				e.log.Warn("announcing the VIPs", "instance", in.cfg.Name, "err", err)
+			}
+		case vrrp.Transition:
+			in.lastTransition, in.lastReason = now, a.Reason
+			e.log.Info("VRRP transition", "instance", in.cfg.Name, "from", a.From.String(), "to", a.To.String(),
+				"priority", in.machine.Priority(), "reason", a.Reason)
+			if e.opts.Hooks != nil {
+				e.opts.Hooks(Transition{Instance: in.cfg.Name, From: a.From, To: a.To, Priority: int(in.machine.Priority()), Reason: a.Reason, At: now})
+			}
+		case vrrp.Stopped:
+			in.stopped = true
+		}
+	}
+}
+
+// Shutdown stops every instance gracefully: a master advertises priority 0
+// and keeps its VIPs until its successor has spoken (or a bound passes).
+// It returns when every instance has stopped, or ctx ends.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	if err := e.do(ctx, func(s *state) {
+		s.stopping = true
+		now := e.opts.Now()
+		for _, in := range s.instances {
+			e.apply(s, in, in.machine.Step(vrrp.Stop{}, now), now)
+		}
+	}); err != nil {
+		return err
+	}
+	for {
+		var all bool
+		if err := e.do(ctx, func(s *state) {
+			all = true
+			for _, in := range s.instances {
+				all = all && in.stopped
+			}
+		}); err != nil {
+			return err
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -99,19 +378,39 @@ func (e *Engine) Alive(ctx context.Context) error {
 	return e.do(ctx, func(*state) {})
 }
 
+// VRRPChanged says whether a reload from old to new would change the VRRP
+// side (nodes, links, instances). Reload applies changes to
+// virtual services; a changed election needs a restart for now.
+func VRRPChanged(changes []config.Change) []string {
+	var out []string
+	for _, c := range changes {
+		switch c.Section {
+		case "node", "link", "vrrp_instance":
+			out = append(out, c.String())
+		}
+	}
+	return out
+}
+
 // Reload applies a new, already validated config. It is refused (and the
-// running config kept) when this node is not in it. It returns what changed.
+// running config kept) when this node is not in it, or when it changes the
+// election while instances run. It returns what changed.
 func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Change, error) {
 	var changes []config.Change
 	var err error
 	derr := e.do(ctx, func(s *state) {
-		if cfg.Node(e.node) == nil {
+		switch {
+		case cfg.Node(e.node) == nil:
 			err = fmt.Errorf("node %q is not in the new config; nodes there: %v", e.node, cfg.NodeNames())
-			s.lastReload = &control.ReloadStatus{At: e.now(), Error: err.Error()}
+		case len(s.instances) > 0 && len(VRRPChanged(config.Diff(s.cfg, cfg))) > 0:
+			err = fmt.Errorf("the new config changes the election (%v); reload does not apply that yet: restart the daemon", VRRPChanged(config.Diff(s.cfg, cfg)))
+		}
+		if err != nil {
+			s.lastReload = &control.ReloadStatus{At: e.opts.Now(), Error: err.Error()}
 			return
 		}
 		changes = config.Diff(s.cfg, cfg)
-		s.cfg, s.loaded = cfg, e.now()
+		s.cfg, s.loaded = cfg, e.opts.Now()
 		s.reloads++
 		lr := &control.ReloadStatus{At: s.loaded, Applied: true}
 		for _, c := range changes {
@@ -128,7 +427,7 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Chang
 // RefuseReload records a reload that did not pass validation, for status.
 func (e *Engine) RefuseReload(ctx context.Context, reason error) error {
 	return e.do(ctx, func(s *state) {
-		s.lastReload = &control.ReloadStatus{At: e.now(), Error: reason.Error()}
+		s.lastReload = &control.ReloadStatus{At: e.opts.Now(), Error: reason.Error()}
 	})
 }
 
@@ -136,6 +435,9 @@ func (e *Engine) RefuseReload(ctx context.Context, reason error) error {
 func (e *Engine) Status(ctx context.Context) (*control.Status, error) {
 	var st *control.Status
 	err := e.do(ctx, func(s *state) { st = e.snapshot(s) })
+	if err == nil && e.opts.LinkHealth != nil {
+		st.Links = e.opts.LinkHealth()
+	}
 	return st, err
 }
 
@@ -146,20 +448,32 @@ func (e *Engine) snapshot(s *state) *control.Status {
 		Started: s.started, ConfigFile: c.File, Loaded: s.loaded, Reloads: s.reloads, LastReload: s.lastReload,
 		Instances: []control.InstanceStatus{}, Services: []control.ServiceStatus{},
 	}
+	running := map[string]*instance{}
+	for _, in := range s.instances {
+		running[in.cfg.Name] = in
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
-		is := control.InstanceStatus{
-			Name: in.Name, VRID: in.VRID, Interface: in.Interface,
-			// No election runs yet: every instance stays in RFC 5798's
-			// Initialize state and owns no address.
-			State:          "INIT",
-			Priority:       c.PriorityOf(in, e.node),
-			AdvertInterval: in.AdvertInterval.D(),
+		if r := running[in.Name]; r != nil {
+			st.Instances = append(st.Instances, r.status(e.node))
+			continue
 		}
+		// Not run (no I/O given): RFC 5798's Initialize, owning nothing.
+		is := control.InstanceStatus{Name: in.Name, VRID: in.VRID, Interface: in.Interface, State: vrrp.Initialize.String(),
+			Priority: c.PriorityOf(in, e.node), AdvertInterval: in.AdvertInterval.D()}
 		for _, v := range in.VIPs {
 			is.VIPs = append(is.VIPs, v.String())
 		}
 		st.Instances = append(st.Instances, is)
+	}
+	if len(s.drops) > 0 || e.overflow.Load() > 0 {
+		st.Drops = map[string]uint64{}
+		for r, n := range s.drops {
+			st.Drops[r.String()] = n
+		}
+		if n := e.overflow.Load(); n > 0 {
+			st.Drops["engine_queue_full"] = n
+		}
 	}
 	for i := range c.Services {
 		sv := &c.Services[i]
@@ -170,4 +484,81 @@ func (e *Engine) snapshot(s *state) *control.Status {
 		st.Services = append(st.Services, ss)
 	}
 	return st
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// LinkState reports an interface's link going up or down. Each instance
+// tracks its own interface (down: Fault) and its track_interface entries
+// (weight 0: Fault; otherwise the priority changes by the weight).
+func (e *Engine) LinkState(ifname string, up bool) {
+	e.do(context.Background(), func(s *state) {
+		if s.linkDown[ifname] == !up {
+			return
+		}
+		s.linkDown[ifname] = !up
+		e.log.Info("tracked interface", "interface", ifname, "up", up)
+		now := e.opts.Now()
+		for _, in := range s.instances {
+			e.track(s, in, now)
+		}
+	})
+}
+
+// track feeds an instance's machine the state of the interfaces it tracks.
+func (e *Engine) track(s *state, in *instance, now time.Time) {
+	fault := s.linkDown[in.cfg.Interface]
+	delta := 0
+	for _, t := range in.cfg.TrackInterfaces {
+		if !s.linkDown[t.Name] {
+			continue
+		}
+		if t.Weight == 0 {
+			fault = true
+		} else {
+			delta += t.Weight
+		}
+	}
+	if fault != in.fault {
+		in.fault = fault
+		var ev vrrp.Event = vrrp.LinkUp{}
+		if fault {
+			ev = vrrp.LinkDown{}
+		}
+		e.apply(s, in, in.machine.Step(ev, now), now)
+	}
+	if delta != in.delta {
+		in.delta = delta
+		e.apply(s, in, in.machine.Step(vrrp.PriorityDelta{Delta: delta}, now), now)
+	}
+}
+
+// PeerLost reports that the liveness connection saw the peer's process die
+// (its kernel closed the connection without a goodbye): a backup whose
+// master that was takes over at once instead of waiting out the timer.
+func (e *Engine) PeerLost(addrs []netip.Addr) {
+	e.do(context.Background(), func(s *state) {
+		now := e.opts.Now()
+		for _, in := range s.instances {
+			for _, a := range addrs {
+				e.apply(s, in, in.machine.Step(vrrp.MasterLost{Master: a}, now), now)
+			}
+		}
+	})
 }

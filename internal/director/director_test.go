@@ -50,7 +50,7 @@ func parse(t *testing.T, src string) *config.Config {
 
 func start(t *testing.T, node string) *Engine {
 	t.Helper()
-	e, err := New(parse(t, cluster), node, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e, err := New(parse(t, cluster), node, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestStoppedEngine(t *testing.T) {
-	e, err := New(parse(t, cluster), "lb1", "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e, err := New(parse(t, cluster), "lb1", "test", slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestStoppedEngine(t *testing.T) {
 	if _, err := e.Status(c2); !errors.Is(err, ErrStopped) {
 		t.Errorf("Status on a stopped engine: %v, want ErrStopped", err)
 	}
-	if _, err := New(parse(t, cluster), "lb9", "test", nil); err == nil {
+	if _, err := New(parse(t, cluster), "lb9", "test", nil, Options{}); err == nil {
 		t.Error("New accepted a node that is not in the config")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +160,10 @@ func (s *VRRPSocket) setOptions() error {
 			}
 			return
 		}
+		// A link-local source is briefly tentative after the interface comes
+		// up, and sendmsg with it in IPV6_PKTINFO fails (EINVAL); FREEBIND
+		// lets the first adverts out.
+		set("IPV6_FREEBIND", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1))
 		set("IPV6_UNICAST_HOPS", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, vrrpTTL))
 		set("IPV6_MULTICAST_HOPS", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, vrrpTTL))
 		set("IPV6_MULTICAST_LOOP", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0))
@@ -204,7 +209,10 @@ func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	}
 	to := &net.IPAddr{IP: dst.AsSlice()}
 	if dst.Is6() && (dst.IsLinkLocalMulticast() || dst.IsLinkLocalUnicast()) {
-		to.Zone = s.cfg.Interface
+		// The zone is the index, not the name: Go resolves a zone name in
+		// the calling thread's network namespace, which need not be the
+		// socket's (the name may even exist there as another interface).
+		to.Zone = strconv.Itoa(s.ifindex)
 	}
 	if _, _, err := s.conn.WriteMsgIP(payload, oob, to); err != nil {
 		s.sendErrors.Add(1)

@@ -372,8 +372,12 @@ func (m *Machine) receivedAsBackup(out *actions, r Received, now time.Time) {
 	a := r.Advert
 	if a.Priority == 0 {
 		// The master resigned: take over after Skew_Time, which orders
-		// several backups by priority.
-		m.masterDownTimer = now.Add(m.SkewTime())
+		// several backups by priority. Repeats (a resigning master keeps
+		// saying so, on every link) may only bring that moment closer,
+		// never push it back.
+		if at := now.Add(m.SkewTime()); at.Before(m.masterDownTimer) {
+			m.masterDownTimer = at
+		}
 		return
 	}
 	lower := a.Priority < m.Priority()

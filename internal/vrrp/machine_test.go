@@ -133,6 +133,13 @@ func TestScenarios(t *testing.T) {
 			{2 * time.Second, from(high, advert(0, adv1s)), "", Backup},
 			{2*time.Second + 609375*time.Microsecond, Tick{}, "BACKUP->MASTER advert(100) take", Master},
 		}},
+		{"repeated priority 0 does not delay the takeover", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{time.Second, from(high, advert(200, adv1s)), "", Backup},
+			{2 * time.Second, from(high, advert(0, adv1s)), "", Backup},
+			{2*time.Second + 500*time.Millisecond, from(high, advert(0, adv1s)), "", Backup},
+			{2*time.Second + 609375*time.Microsecond, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+		}},
 		{"the backup uses the master's advert interval (RFC 5798 Master_Adver_Interval)", Config{VRID: 51, Priority: 100, AdvertInterval: 100 * time.Millisecond, Preempt: true, Primary: self}, []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{10 * time.Millisecond, from(high, advert(200, adv1s)), "", Backup},

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync/atomic"
+
+	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/control"
+	"github.com/hadirector/hadirector/internal/director"
+	"github.com/hadirector/hadirector/internal/heartbeat"
+	"github.com/hadirector/hadirector/internal/vip"
+)
+
+// platform is the set of real sockets, links and VIP announcers the engine
+// runs on, built from the config for this node. Packets go to the engine
+// once it exists (engine is set after New; until then they are dropped).
+type platform struct {
+	opts   director.Options
+	engine atomic.Pointer[director.Engine]
+	links  map[string]heartbeat.Link
+	close  []func() error
+	log    *slog.Logger
+}
+
+func (p *platform) deliver(pkt director.Packet) {
+	if e := p.engine.Load(); e != nil {
+		e.Deliver(pkt)
+	}
+}
+
+// Close closes everything that was opened (VIPs stay as the machines left
+// them: released after a graceful stop).
+func (p *platform) Close() error {
+	var errs []error
+	for i := len(p.close) - 1; i >= 0; i-- {
+		errs = append(errs, p.close[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// buildPlatform opens what node needs in cfg. On error everything opened so
+// far is closed again: a failed start changes nothing.
+func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platform, err error) {
+	p := &platform{log: log, links: map[string]heartbeat.Link{},
+		opts: director.Options{Instances: map[string]director.InstanceIO{}, Links: map[string]director.Link{}}}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	self := cfg.Node(node)
+
+	// The extra links first: instances name them.
+	used := map[string]bool{}
+	for _, in := range cfg.Instances {
+		for _, l := range in.Links {
+			used[l] = true
+		}
+	}
+	for i := range cfg.Links {
+		l := &cfg.Links[i]
+		if !used[l.Name] {
+			continue
+		}
+		link, err := p.openLink(cfg, self, l)
+		if err != nil {
+			return nil, fmt.Errorf("link %s: %w", l.Name, err)
+		}
+		p.links[l.Name] = link
+		p.opts.Links[l.Name] = link
+		p.close = append(p.close, link.Close)
+		if p.opts.LinkInterval == 0 || l.Interval.D() < p.opts.LinkInterval {
+			p.opts.LinkInterval = l.Interval.D()
+		}
+	}
+	p.opts.LinkHealth = p.linkHealth
+
+	// One VRRP socket per interface and family, shared by its instances.
+	type sockKey struct {
+		ifname string
+		v6     bool
+	}
+	sockets := map[sockKey]*heartbeat.VRRPSocket{}
+	multicast := map[sockKey]bool{}
+	for i := range cfg.Instances {
+		in := &cfg.Instances[i]
+		k := sockKey{in.Interface, in.Family() == config.IPv6}
+		multicast[k] = multicast[k] || !in.Unicast
+	}
+	for i := range cfg.Instances {
+		in := &cfg.Instances[i]
+		k := sockKey{in.Interface, in.Family() == config.IPv6}
+		sock := sockets[k]
+		if sock == nil {
+			sc := heartbeat.VRRPSocketConfig{Interface: in.Interface, IPv6: k.v6, Multicast: multicast[k],
+				OnPacket: func(pk heartbeat.VRRPPacket) {
+					p.deliver(director.Packet{Interface: pk.Interface, Src: pk.Src, Dst: pk.Dst, Payload: pk.Payload, At: pk.At})
+				}}
+			if !k.v6 {
+				src, ok := self.Interface(in.Interface).FirstAddr(config.IPv4)
+				if !ok {
+					return nil, fmt.Errorf("instance %s: node %s has no IPv4 address on %s", in.Name, node, in.Interface)
+				}
+				sc.Source = src
+			}
+			if sock, err = heartbeat.ListenVRRP(sc); err != nil {
+				return nil, fmt.Errorf("instance %s: %w", in.Name, err)
+			}
+			sockets[k] = sock
+			p.close = append(p.close, sock.Close)
+		}
+		prefixes := make([]netip.Prefix, len(in.VIPs))
+		for j, v := range in.VIPs {
+			prefixes[j] = v.Prefix
+		}
+		// VIPs of this instance left by a crashed run: gone, unless this
+		// node is the address owner and becomes master at once.
+		if cfg.PriorityOf(in, node) != 255 {
+			if removed, err := vip.RemoveStale(in.Interface, prefixes); err != nil {
+				log.Warn("removing stale VIPs", "instance", in.Name, "err", err)
+			} else if len(removed) > 0 {
+				log.Warn("removed VIPs left by an earlier run", "instance", in.Name, "vips", fmt.Sprint(removed))
+			}
+		}
+		vc := vip.Config{Interface: in.Interface, VIPs: prefixes, Repeat: in.GARPRepeat,
+			SecondBurstDelay: in.GARPDelay.D(), Refresh: in.GARPRefresh.D()}
+		if vc.SecondBurstDelay == 0 {
+			vc.SecondBurstDelay = vip.Disabled
+		}
+		ann, err := vip.New(vc, log.With("instance", in.Name))
+		if err != nil {
+			return nil, fmt.Errorf("instance %s: %w", in.Name, err)
+		}
+		p.close = append(p.close, ann.Close)
+		io := director.InstanceIO{Socket: sock, VIPs: ann, Links: in.Links}
+		if in.Unicast {
+			io.Peers = cfg.Peers(in, node)
+		}
+		p.opts.Instances[in.Name] = io
+	}
+	return p, nil
+}
+
+// openLink opens one heartbeat link to the other node of the pair.
+func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Link) (heartbeat.Link, error) {
+	var peer *config.Node
+	for i := range cfg.Nodes {
+		if n := &cfg.Nodes[i]; n.Name != self.Name {
+			if peer != nil {
+				return nil, errors.New("a heartbeat link joins two directors; this cluster has more")
+			}
+			peer = n
+		}
+	}
+	if peer == nil {
+		return nil, errors.New("a heartbeat link needs a second director in the cluster")
+	}
+	var key []byte
+	if l.KeyFile != "" {
+		var err error
+		if key, err = heartbeat.LoadKey(l.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	onRx := func(r heartbeat.Received) {
+		p.deliver(director.Packet{Link: l.Name, Payload: r.Payload, At: r.At})
+	}
+	onHealth := func(h heartbeat.LinkHealth) {
+		if h.Up {
+			p.log.Info("heartbeat link up", "link", h.Name)
+		} else {
+			p.log.Warn("heartbeat link DOWN: the peer is not heard on it", "link", h.Name, "last_rx", h.LastRx, "err", h.LastError)
+		}
+	}
+	domain := cfg.Cluster.Name + "/" + l.Name
+	switch l.Type {
+	case config.LinkUDP:
+		local, ok := firstAddr(self.Interface(l.Interface))
+		if !ok {
+			return nil, fmt.Errorf("node %s has no address on %s", self.Name, l.Interface)
+		}
+		remote, ok := peer.Interface(l.Interface).FirstAddr(config.FamilyOf(local))
+		if !ok {
+			return nil, fmt.Errorf("node %s has no %s address on %s", peer.Name, config.FamilyOf(local), l.Interface)
+		}
+		return heartbeat.NewUDPLink(heartbeat.UDPConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
+			Local: local, Peer: remote, Port: l.Port, Key: key, Domain: domain, Interval: l.Interval.D(),
+			OnReceive: onRx, OnHealth: onHealth})
+	case config.LinkSerial:
+		return heartbeat.NewSerialLink(heartbeat.SerialConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
+			Device: l.Device, Baud: l.Baud, Key: key, Domain: domain, Interval: l.Interval.D(),
+			OnReceive: onRx, OnHealth: onHealth})
+	}
+	return nil, fmt.Errorf("unknown link type %q", l.Type)
+}
+
+func firstAddr(ifc *config.Interface) (netip.Addr, bool) {
+	if ifc == nil || len(ifc.Addresses) == 0 {
+		return netip.Addr{}, false
+	}
+	return ifc.Addresses[0].Addr(), true
+}
+
+func (p *platform) linkHealth() []control.LinkStatus {
+	var out []control.LinkStatus
+	for _, l := range p.links {
+		h := l.Health()
+		ls := control.LinkStatus{Name: h.Name, Kind: h.Kind, Up: h.Up, Since: h.Since, LastRx: h.LastRx,
+			RxFrames: h.RxFrames, TxFrames: h.TxFrames, Transitions: h.Transitions}
+		for r, n := range h.Drops {
+			if ls.Drops == nil {
+				ls.Drops = map[string]uint64{}
+			}
+			ls.Drops[r.String()] = n
+		}
+		out = append(out, ls)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
