@@ -28,8 +28,9 @@ stage_deps() {
 	log "deps"
 	# The VM's packages are the image builder's to install (vm stage); these
 	# are what the host tests run. iproute2: `ip netns` for debugging labs;
-	# socat: PTY pairs for the serial heartbeat link tests.
-	scripts/apt-need.sh iproute2 socat
+	# socat: PTY pairs for the serial heartbeat link tests; keepalived: the
+	# VRRP interop peer; tcpdump: packet evidence in interop failures.
+	scripts/apt-need.sh iproute2 socat keepalived tcpdump
 	go version
 }
 
