@@ -417,6 +417,11 @@ func (m *Machine) receivedAsMaster(out *actions, r Received, now time.Time) {
 		out.add(SendAdvert{m.Priority()})
 		m.adverTimer = now.Add(m.cfg.AdvertInterval)
 	case m.outranks(a.Priority, r.From):
+		// Yield, but say so first with one advert at our priority: the
+		// winner may never have heard us (it spoke first after a partition
+		// healed), and only a lower-priority advert tells it to announce
+		// the VIPs again for the clients that followed us.
+		out.add(SendAdvert{m.Priority()})
 		m.clearTimers()
 		m.master = r.From
 		m.masterAdverInterval = a.Interval

@@ -149,13 +149,13 @@ func TestScenarios(t *testing.T) {
 		{"master yields to a higher priority", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
-			{4 * time.Second, from(low, advert(150, adv1s)), "MASTER->BACKUP release", Backup},
+			{4 * time.Second, from(low, advert(150, adv1s)), "advert(100) MASTER->BACKUP release", Backup},
 		}},
 		{"equal priority: the higher address wins", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
 			{4 * time.Second, from(low, advert(100, adv1s)), "advert(100)", Master}, // lower address loses (announced at takeover already)
-			{5 * time.Second, from(high, advert(100, adv1s)), "MASTER->BACKUP release", Backup},
+			{5 * time.Second, from(high, advert(100, adv1s)), "advert(100) MASTER->BACKUP release", Backup},
 		}},
 		{"split brain: the winner answers at once and announces, at most once per Master_Down_Interval", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
@@ -206,7 +206,7 @@ func TestScenarios(t *testing.T) {
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
 			{4 * time.Second, PriorityDelta{-60}, "advert(40)", Master},
-			{4*time.Second + 10*time.Millisecond, from(low, advert(90, adv1s)), "MASTER->BACKUP release", Backup},
+			{4*time.Second + 10*time.Millisecond, from(low, advert(90, adv1s)), "advert(40) MASTER->BACKUP release", Backup},
 		}},
 		{"master lost: a backup takes over at once, but only for the current master", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
