@@ -22,8 +22,20 @@ type platform struct {
 	opts   director.Options
 	engine atomic.Pointer[director.Engine]
 	links  map[string]heartbeat.Link
-	close  []func() error
-	log    *slog.Logger
+	// liveness connections, one per UDP link: they see the peer's process
+	// die within a millisecond (its kernel closes the connection).
+	liveness []*heartbeat.Liveness
+	close    []func() error
+	log      *slog.Logger
+}
+
+// Bye tells the peers this is a graceful stop, not a crash.
+func (p *platform) Bye() {
+	for _, l := range p.liveness {
+		if err := l.Bye(); err != nil {
+			p.log.Debug("liveness bye", "err", err)
+		}
+	}
 }
 
 func (p *platform) deliver(pkt director.Packet) {
@@ -187,9 +199,35 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 		if !ok {
 			return nil, fmt.Errorf("node %s has no %s address on %s", peer.Name, config.FamilyOf(local), l.Interface)
 		}
-		return heartbeat.NewUDPLink(heartbeat.UDPConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
+		link, err := heartbeat.NewUDPLink(heartbeat.UDPConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
 			Local: local, Peer: remote, Port: l.Port, Key: key, Domain: domain, Interval: l.Interval.D(),
 			OnReceive: onRx, OnHealth: onHealth})
+		if err != nil {
+			return nil, err
+		}
+		// The liveness connection rides on the same addresses, port number
+		// (TCP) and key (its own derivation).
+		peerAddrs := nodeAddrs(peer)
+		live, err := heartbeat.NewLiveness(heartbeat.LivenessConfig{NodeID: self.Name, PeerID: peer.Name,
+			Local: local, Peer: remote, Port: l.Port, Key: key, Domain: domain + "/liveness",
+			OnPeer: func(ev heartbeat.LivenessEvent) {
+				switch ev.Kind {
+				case heartbeat.LivenessLost:
+					p.log.Warn("peer's process is gone (liveness connection closed by its kernel)", "peer", peer.Name, "err", ev.Err)
+					if e := p.engine.Load(); e != nil {
+						go e.PeerLost(peerAddrs) // OnPeer must not block
+					}
+				case heartbeat.LivenessConnected:
+					p.log.Info("liveness connection up", "peer", peer.Name)
+				}
+			}})
+		if err != nil {
+			link.Close()
+			return nil, fmt.Errorf("liveness: %w", err)
+		}
+		p.liveness = append(p.liveness, live)
+		p.close = append(p.close, live.Close)
+		return link, nil
 	case config.LinkSerial:
 		return heartbeat.NewSerialLink(heartbeat.SerialConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
 			Device: l.Device, Baud: l.Baud, Key: key, Domain: domain, Interval: l.Interval.D(),
@@ -220,5 +258,16 @@ func (p *platform) linkHealth() []control.LinkStatus {
 		out = append(out, ls)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// nodeAddrs are all of a node's own addresses (any may be its VRRP source).
+func nodeAddrs(n *config.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, ifc := range n.Interfaces {
+		for _, a := range ifc.Addresses {
+			out = append(out, a.Addr())
+		}
+	}
 	return out
 }

@@ -194,6 +194,7 @@ func (d *daemon) run(cfg *config.Config) int {
 				d.log.Warn("graceful handover did not finish", "err", err)
 			}
 			scancel()
+			plat.Bye() // a graceful stop, not a crash, for the peer's liveness
 			cancel()
 			<-engineDone
 			<-serveDone
