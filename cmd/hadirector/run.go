@@ -71,6 +71,13 @@ func preflight(cfg *config.Config, node string) error {
 			}
 		}
 	}
+	for _, g := range cfg.SyncGroups {
+		if g.Notify != "" {
+			if err := alert.CheckHook(g.Notify); err != nil {
+				return fmt.Errorf("sync_group %s: notify: %w", g.Name, err)
+			}
+		}
+	}
 	if len(cfg.Services) > 0 {
 		if err := ipvs.Preflight(); err != nil {
 			return fmt.Errorf("%s configures %d virtual services: %w", cfg.File, len(cfg.Services), err)
@@ -254,6 +261,19 @@ func (d *daemon) reload(ctx context.Context) {
 // the runner queues.
 func (d *daemon) hooks(t director.Transition) {
 	cfg := d.cfg.Load()
+	if t.Group != "" {
+		for _, g := range cfg.SyncGroups {
+			if g.Name == t.Group && g.Notify != "" {
+				// keepalived reports a group's priority as 0.
+				d.runner.Notify(alert.Hook{Path: g.Notify, Timeout: g.NotifyTimeout.D()}, alert.Event{
+					Kind: alert.KindGroup, Name: g.Name, State: hookState(t.To), Priority: 0, At: t.At,
+					Cluster: cfg.Cluster.Name, Node: d.node, Reason: t.Reason,
+					Extra: map[string]string{"FROM": hookState(t.From), "INSTANCES": strings.Join(g.Instances, " ")},
+				})
+			}
+		}
+		return
+	}
 	for i := range cfg.Instances {
 		in := &cfg.Instances[i]
 		if in.Name != t.Instance || in.Notify == "" {

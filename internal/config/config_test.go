@@ -63,6 +63,7 @@ func TestBrokenConfigs(t *testing.T) {
 		}},
 		{"unicast_no_peers", []want{{18, 1, "vrrp_instance[0].unicast", `node "lb1" would have no unicast peer: an empty peer list is refused, never a silent fall-back to multicast`, "unicast_peers"}}},
 		{"unicast_peers_without_unicast", []want{{24, 1, "vrrp_instance[0].unicast_peers", "does not apply without unicast = true", ""}}},
+		{"sync_group_unknown_instance", []want{{27, 22, "sync_group[0].instances[1]", `no vrrp_instance is called "VI_gw"`, "VI_1"}}},
 		{"track_weight_range", []want{{27, 1, "vrrp_instance[0].track_interface[0].weight", "-300 is out of range -253..253", "Fault"}}},
 		{"notify_relative", []want{{24, 1, "vrrp_instance[0].notify", `"notify.sh" is not an absolute path`, "without a shell"}}},
 		{"link_wrong_type_key", []want{{31, 1, "link[0].device", `does not apply to a link of type "udp"`, "remove it"}}},

@@ -68,6 +68,9 @@ func applyDefaults(c *Config) {
 		def(c, p+".garp_delay", &in.GARPDelay, Duration(DefaultGARPDelay))
 	}
 
+	for i := range c.SyncGroups {
+		def(c, fmt.Sprintf("sync_group[%d].notify_timeout", i), &c.SyncGroups[i].NotifyTimeout, Duration(DefaultNotifyTimeout))
+	}
 	for i := range c.Services {
 		s, p := &c.Services[i], fmt.Sprintf("virtual_service[%d]", i)
 		if s.FWMark != 0 {

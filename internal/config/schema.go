@@ -16,12 +16,13 @@ import (
 // The toml tags are the file's keys. Every key is documented in README.md
 // ("Configuration reference"); defaults live in defaults.go.
 type Config struct {
-	Cluster   Cluster          `toml:"cluster"`
-	Nodes     []Node           `toml:"node"`
-	Links     []Link           `toml:"link"`
-	Instances []Instance       `toml:"vrrp_instance"`
-	Services  []VirtualService `toml:"virtual_service"`
-	Sync      *Sync            `toml:"sync"`
+	Cluster    Cluster          `toml:"cluster"`
+	Nodes      []Node           `toml:"node"`
+	Links      []Link           `toml:"link"`
+	Instances  []Instance       `toml:"vrrp_instance"`
+	SyncGroups []SyncGroup      `toml:"sync_group"`
+	Services   []VirtualService `toml:"virtual_service"`
+	Sync       *Sync            `toml:"sync"`
 
 	// File is the path the config was read from.
 	File string `toml:"-"`
@@ -110,6 +111,15 @@ type TrackInterface struct {
 	// Weight 0 means Fault while the link is down; otherwise the priority
 	// changes by Weight (usually negative) while it is down.
 	Weight int `toml:"weight"`
+}
+
+// SyncGroup is a set of instances that fail over together, such as the
+// external VIP and the internal gateway VIP of a NAT cluster.
+type SyncGroup struct {
+	Name          string   `toml:"name"`
+	Instances     []string `toml:"instances"`
+	Notify        string   `toml:"notify"`
+	NotifyTimeout Duration `toml:"notify_timeout"`
 }
 
 // Peers is where node sends this instance's adverts in unicast mode: the

@@ -73,6 +73,7 @@ func validate(c *Config) Problems {
 	v.nodes()
 	v.links()
 	v.instances()
+	v.syncGroups()
 	v.services()
 	v.sync()
 	return v.probs
@@ -571,4 +572,45 @@ func (v *validator) hook(p, path string, timeout Duration) {
 	if timeout <= 0 || timeout.D() > time.Hour {
 		v.errf(p+"_timeout", "", "%s is out of range (0s..1h]", timeout)
 	}
+}
+
+func (v *validator) syncGroups() {
+	c := v.c
+	member := map[string]string{}
+	names := map[string]bool{}
+	insts := map[string]bool{}
+	for _, in := range c.Instances {
+		insts[in.Name] = true
+	}
+	for i, g := range c.SyncGroups {
+		p := fmt.Sprintf("sync_group[%d]", i)
+		if v.name(p+".name", g.Name, "sync_group") {
+			if names[g.Name] {
+				v.errf(p+".name", "", "sync_group %q is defined twice", g.Name)
+			}
+			names[g.Name] = true
+		}
+		if len(g.Instances) < 2 {
+			v.errf(p+".instances", "a sync group makes two or more instances fail over together", "needs at least two instances, has %d", len(g.Instances))
+		}
+		for k, name := range g.Instances {
+			ip := fmt.Sprintf("%s.instances[%d]", p, k)
+			switch prev, dup := member[name]; {
+			case !insts[name]:
+				v.errf(ip, "instances here: "+strings.Join(instanceNames(c), ", "), "no vrrp_instance is called %q", name)
+			case dup:
+				v.errf(ip, "an instance can be in one sync group only", "vrrp_instance %q is already in sync_group %q", name, prev)
+			}
+			member[name] = g.Name
+		}
+		v.hook(p+".notify", g.Notify, g.NotifyTimeout)
+	}
+}
+
+func instanceNames(c *Config) []string {
+	var names []string
+	for _, in := range c.Instances {
+		names = append(names, in.Name)
+	}
+	return names
 }

@@ -71,11 +71,15 @@ type state struct {
 	lastReload *control.ReloadStatus
 
 	instances []*instance // in config order
-	linkDown  map[string]bool
-	drops     DropCounts
-	nextLink  time.Time
-	stopping  bool
-	scratch   vrrp.Advert
+	groups    []*group
+	// propagating: a sync group is being brought into line; transitions
+	// caused by that do not propagate again.
+	propagating bool
+	linkDown    map[string]bool
+	drops       DropCounts
+	nextLink    time.Time
+	stopping    bool
+	scratch     vrrp.Advert
 }
 
 // ErrStopped is returned by calls made when Run is not running.
@@ -104,6 +108,16 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 			return nil, fmt.Errorf("instance %s: no socket or VIPs", in.Name)
 		}
 		st.instances = append(st.instances, newInstance(in, cfg.PriorityOf(in, node), io.Socket.Source(), io))
+	}
+	for i := range cfg.SyncGroups {
+		g := &group{cfg: &cfg.SyncGroups[i]}
+		for _, in := range st.instances {
+			if contains(g.cfg.Instances, in.cfg.Name) {
+				g.members = append(g.members, in)
+				in.group = g
+			}
+		}
+		st.groups = append(st.groups, g)
 	}
 	return &Engine{
 		node: node, version: version, log: log, opts: opts, st: st,
@@ -313,6 +327,9 @@ func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.T
 				"priority", in.machine.Priority(), "reason", a.Reason)
 			if e.opts.Hooks != nil {
 				e.opts.Hooks(Transition{Instance: in.cfg.Name, From: a.From, To: a.To, Priority: int(in.machine.Priority()), Reason: a.Reason, At: now})
+			}
+			if in.group != nil {
+				e.syncGroup(s, in, a, now)
 			}
 		case vrrp.Stopped:
 			in.stopped = true
@@ -561,4 +578,66 @@ func (e *Engine) PeerLost(addrs []netip.Addr) {
 			}
 		}
 	})
+}
+
+// group is a sync group: instances that fail over together.
+type group struct {
+	cfg     *config.SyncGroup
+	members []*instance
+	state   vrrp.State // last state reported to the group's hook
+}
+
+// syncGroup brings the other members of in's group into line after in's
+// transition t (keepalived's vrrp_sync_group): a member in Fault puts the
+// group in Fault; one that yields, or takes over, carries the others along.
+func (e *Engine) syncGroup(s *state, in *instance, t vrrp.Transition, now time.Time) {
+	g := in.group
+	if !s.propagating {
+		s.propagating = true
+		reason := fmt.Sprintf("sync group %s: %s went %s", g.cfg.Name, in.cfg.Name, t.To)
+		var ev vrrp.Event
+		switch {
+		case t.To == vrrp.Fault:
+			ev = vrrp.GroupFault{On: true}
+		case t.From == vrrp.Fault && !g.anyOwnFault():
+			ev = vrrp.GroupFault{On: false}
+		case t.From == vrrp.Master && t.To == vrrp.Backup:
+			ev = vrrp.ForceBackup{Reason: reason}
+		case t.From == vrrp.Backup && t.To == vrrp.Master:
+			ev = vrrp.ForceMaster{Reason: reason}
+		}
+		if ev != nil {
+			for _, m := range g.members {
+				if m != in {
+					e.apply(s, m, m.machine.Step(ev, now), now)
+				}
+			}
+		}
+		s.propagating = false
+	}
+	// The group's hook runs when all members agree on a new state.
+	st := in.machine.State()
+	for _, m := range g.members {
+		if m.machine.State() != st {
+			return
+		}
+	}
+	if st != g.state {
+		from := g.state
+		g.state = st
+		e.log.Info("sync group transition", "group", g.cfg.Name, "from", from.String(), "to", st.String())
+		if e.opts.Hooks != nil {
+			e.opts.Hooks(Transition{Group: g.cfg.Name, From: from, To: st, Reason: t.Reason, At: now})
+		}
+	}
+}
+
+// anyOwnFault: a member is in Fault for its own tracked interfaces.
+func (g *group) anyOwnFault() bool {
+	for _, m := range g.members {
+		if m.fault {
+			return true
+		}
+	}
+	return false
 }

@@ -330,3 +330,99 @@ func TestWeightedTracking(t *testing.T) {
 		t.Errorf("lb1 priority %d, want 90", st.Instances[0].Priority)
 	}
 }
+
+const groupCluster = `
+[cluster]
+name = "t"
+[[node]]
+name = "lb1"
+priority = 150
+[[node.interface]]
+name = "eth0"
+addresses = ["10.0.0.1/24"]
+[[node]]
+name = "lb2"
+priority = 100
+[[node.interface]]
+name = "eth0"
+addresses = ["10.0.0.2/24"]
+[[vrrp_instance]]
+name = "ext"
+vrid = 51
+interface = "eth0"
+vips = ["10.0.0.100/24"]
+advert_interval = "20ms"
+[[vrrp_instance]]
+name = "int"
+vrid = 52
+interface = "eth0"
+vips = ["10.0.0.101/24"]
+advert_interval = "20ms"
+[[vrrp_instance.track_interface]]
+name = "eth1"
+[[sync_group]]
+name = "nat"
+instances = ["ext", "int"]
+`
+
+func startGroupEngine(t *testing.T, n *fakeNet, tls map[string]*timeline, node, addr string, hooks func(Transition)) *runningEngine {
+	t.Helper()
+	src := netip.MustParseAddr(addr)
+	sock := &fakeSocket{net: n, src: src}
+	opts := Options{Instances: map[string]InstanceIO{
+		"ext": {Socket: sock, VIPs: &fakeVIPs{name: node, tl: tls["ext"]}},
+		"int": {Socket: sock, VIPs: &fakeVIPs{name: node, tl: tls["int"]}},
+	}, Hooks: hooks}
+	e, err := New(parse(t, groupCluster), node, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.engines[src] = e
+	n.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningEngine{e: e, cancel: cancel, done: make(chan struct{})}
+	go func() { e.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+func statesOf(r *runningEngine) string {
+	st, err := r.e.Status(context.Background())
+	if err != nil {
+		return "stopped"
+	}
+	return st.Instances[0].State + "/" + st.Instances[1].State
+}
+
+func TestSyncGroup(t *testing.T) {
+	n := &fakeNet{engines: map[netip.Addr]*Engine{}}
+	tls := map[string]*timeline{"ext": {held: map[string]bool{}}, "int": {held: map[string]bool{}}}
+	var mu sync.Mutex
+	var groupEvents []string
+	lb1 := startGroupEngine(t, n, tls, "lb1", "10.0.0.1", func(tr Transition) {
+		if tr.Group != "" {
+			mu.Lock()
+			groupEvents = append(groupEvents, tr.Group+" "+tr.To.String())
+			mu.Unlock()
+		}
+	})
+	lb2 := startGroupEngine(t, n, tls, "lb2", "10.0.0.2", nil)
+	waitFor(t, "lb1 MASTER/MASTER", func() bool { return statesOf(lb1) == "MASTER/MASTER" && statesOf(lb2) == "BACKUP/BACKUP" })
+
+	// Only "int" tracks eth1; the group takes "ext" along: both VIPs move.
+	lb1.e.LinkState("eth1", false)
+	waitFor(t, "both on lb2", func() bool { return statesOf(lb1) == "FAULT/FAULT" && statesOf(lb2) == "MASTER/MASTER" })
+	for name, tl := range tls {
+		if h := tl.holders(); len(h) != 1 || h[0] != "lb2" {
+			t.Errorf("%s VIP holders %v, want [lb2]", name, h)
+		}
+	}
+	lb1.e.LinkState("eth1", true)
+	waitFor(t, "both back on lb1", func() bool { return statesOf(lb1) == "MASTER/MASTER" && statesOf(lb2) == "BACKUP/BACKUP" })
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(groupEvents, ", "); got != "nat BACKUP, nat MASTER, nat FAULT, nat BACKUP, nat MASTER" {
+		t.Errorf("group hook events: %s", got)
+	}
+}

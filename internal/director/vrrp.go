@@ -36,9 +36,12 @@ type Link interface {
 	Send(payload []byte) error
 }
 
-// Transition is what the engine reports to hooks on every state change.
+// Transition is what the engine reports to hooks on every state change of
+// an instance, or of a sync group (Group set, Instance empty, Priority 0 as
+// keepalived reports groups).
 type Transition struct {
 	Instance string
+	Group    string
 	From, To vrrp.State
 	Priority int
 	Reason   string
@@ -76,6 +79,7 @@ type instance struct {
 	lastTransition time.Time
 	lastReason     string
 	stopped        bool
+	group          *group
 	fault          bool // a tracked interface (weight 0) is down
 	delta          int  // the weights of the tracked interfaces that are down
 }

@@ -92,6 +92,21 @@ type PriorityDelta struct{ Delta int }
 // backup need not wait out Master_Down_Interval.
 type MasterLost struct{ Master netip.Addr }
 
+// Sync group events: the engine keeps the instances of a sync group
+// together (keepalived's vrrp_sync_group).
+type (
+	// GroupFault: another member is in Fault (On) or no longer (Off).
+	GroupFault struct{ On bool }
+	// ForceBackup: another member yielded to a higher-priority master.
+	ForceBackup struct{ Reason string }
+	// ForceMaster: another member took over.
+	ForceMaster struct{ Reason string }
+)
+
+func (GroupFault) event()  {}
+func (ForceBackup) event() {}
+func (ForceMaster) event() {}
+
 func (Start) event()         {}
 func (Stop) event()          {}
 func (Received) event()      {}
@@ -150,6 +165,7 @@ type Machine struct {
 	state    State
 	delta    int  // PriorityDelta
 	fault    bool // a tracked interface is down
+	gfault   bool // another member of the sync group is in Fault
 	stopping bool // Stop received while master: handing over
 
 	masterAdverInterval time.Duration
@@ -238,8 +254,28 @@ func (m *Machine) Step(e Event, now time.Time) []Action {
 		}
 	case LinkUp:
 		m.fault = false
-		if m.state == Fault {
+		if m.state == Fault && !m.gfault {
 			m.enterBackup(&out, now, "tracked interfaces up")
+		}
+	case GroupFault:
+		m.gfault = e.On
+		switch {
+		case e.On && (m.state == Backup || m.state == Master):
+			m.enterFault(&out, "a sync group member is in fault")
+		case !e.On && m.state == Fault && !m.fault:
+			m.enterBackup(&out, now, "sync group out of fault")
+		}
+	case ForceBackup:
+		if m.state == Master && !m.stopping {
+			m.clearTimers()
+			m.master = netip.Addr{}
+			m.transition(&out, Backup, e.Reason)
+			out.add(ReleaseVIPs{})
+			m.masterDownTimer = now.Add(m.MasterDownInterval())
+		}
+	case ForceMaster:
+		if m.state == Backup {
+			m.enterMaster(&out, now, e.Reason)
 		}
 	case PriorityDelta:
 		before := m.Priority()
@@ -275,7 +311,7 @@ func (m *Machine) start(out *actions, now time.Time) {
 	}
 	m.stopping = false
 	switch {
-	case m.fault:
+	case m.fault || m.gfault:
 		m.transition(out, Fault, "tracked interface down at start")
 	case m.cfg.Priority == 255:
 		m.enterMaster(out, now, "address owner (priority 255)")

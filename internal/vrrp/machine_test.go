@@ -214,6 +214,22 @@ func TestScenarios(t *testing.T) {
 			{1500 * time.Millisecond, MasterLost{Master: low}, "", Backup},
 			{1600 * time.Millisecond, MasterLost{Master: high}, "BACKUP->MASTER advert(100) take", Master},
 		}},
+		{"sync group: forced master and backup", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{time.Second, from(high, advert(200, adv1s)), "", Backup},
+			{2 * time.Second, ForceMaster{"group"}, "BACKUP->MASTER advert(100) take", Master},
+			{3 * time.Second, ForceMaster{"group"}, "", Master},
+			{4 * time.Second, ForceBackup{"group"}, "MASTER->BACKUP release", Backup},
+			{4*time.Second + mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+		}},
+		{"sync group fault: in and out, but not while the own link is down", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+			{4 * time.Second, GroupFault{On: true}, "advert(0) release MASTER->FAULT", Fault},
+			{5 * time.Second, LinkDown{}, "", Fault},
+			{6 * time.Second, GroupFault{On: false}, "", Fault},
+			{7 * time.Second, LinkUp{}, "FAULT->BACKUP", Backup},
+		}},
 		{"an advert for another VRID changes nothing", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{time.Second, from(high, &Advert{Version: 3, VRID: 52, Priority: 200, Interval: adv1s}), "", Backup},
