@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hadirector/hadirector/integration/netlab"
+	"github.com/hadirector/hadirector/internal/vrrp"
 	"github.com/vishvananda/netlink"
 )
 
@@ -305,4 +306,69 @@ key_file = "` + key + `"`
 	if !strings.Contains(st.Instances[0].LastReason, "liveness") {
 		t.Errorf("lb2's transition reason %q does not name the liveness connection", st.Instances[0].LastReason)
 	}
+}
+
+// TestForgedAdvertsAreDroppedAndCounted: an advert with priority 255 but
+// TTL 64 (it was routed: not from this link) and one with a bad checksum
+// change nothing and show up in status as drops.
+func TestForgedAdvertsAreDroppedAndCounted(t *testing.T) {
+	p := newPair(t, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	p.start(ctx, t, "lb1")
+	p.start(ctx, t, "lb2")
+	waitState(ctx, t, p.socket("lb1"), "MASTER")
+	waitState(ctx, t, p.socket("lb2"), "BACKUP")
+	src, group := netip.MustParseAddr("10.55.0.100"), netip.MustParseAddr("224.0.0.18")
+	send := func(ttl int, corrupt bool) {
+		a := vrrpAdvert(255)
+		b, err := a.Marshal(src, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if corrupt {
+			b[7] ^= 0xff
+		}
+		err = p.nodes["client"].Do(func() error {
+			c, err := net.ListenIP("ip4:112", &net.IPAddr{IP: src.AsSlice()})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			raw, _ := c.SyscallConn()
+			var serr error
+			raw.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MULTICAST_TTL, ttl)
+			})
+			if serr != nil {
+				return serr
+			}
+			_, err = c.WriteToIP(b, &net.IPAddr{IP: group.AsSlice()})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		send(64, false)
+		send(255, true)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, n := range []string{"lb1", "lb2"} {
+		st := statusOf(ctx, t, p.socket(n))
+		if st.Drops["bad_ttl"] != 3 || st.Drops["bad_checksum"] != 3 {
+			t.Errorf("%s drops %v, want bad_ttl=3 bad_checksum=3", n, st.Drops)
+		}
+	}
+	if st := statusOf(ctx, t, p.socket("lb1")); st.Instances[0].State != "MASTER" {
+		t.Errorf("lb1 is %s after forged adverts", st.Instances[0].State)
+	}
+	if st := statusOf(ctx, t, p.socket("lb2")); st.Instances[0].State != "BACKUP" || st.Instances[0].Master != "10.55.0.11" {
+		t.Errorf("lb2 is %s under %s after forged adverts", st.Instances[0].State, st.Instances[0].Master)
+	}
+}
+
+func vrrpAdvert(prio uint8) *vrrp.Advert {
+	return &vrrp.Advert{Version: 3, VRID: 55, Priority: prio, Interval: 50 * time.Millisecond, Addrs: []netip.Addr{netip.MustParseAddr("10.55.0.200")}}
 }

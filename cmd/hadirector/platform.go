@@ -13,6 +13,7 @@ import (
 	"github.com/hadirector/hadirector/internal/director"
 	"github.com/hadirector/hadirector/internal/heartbeat"
 	"github.com/hadirector/hadirector/internal/vip"
+	"github.com/hadirector/hadirector/internal/vrrp"
 )
 
 // platform is the set of real sockets, links and VIP announcers the engine
@@ -25,6 +26,7 @@ type platform struct {
 	// liveness connections, one per UDP link: they see the peer's process
 	// die within a millisecond (its kernel closes the connection).
 	liveness []*heartbeat.Liveness
+	sockets  []*heartbeat.VRRPSocket
 	close    []func() error
 	log      *slog.Logger
 }
@@ -90,6 +92,7 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 		}
 	}
 	p.opts.LinkHealth = p.linkHealth
+	p.opts.SocketDrops = p.socketDrops
 
 	// One VRRP socket per interface and family, shared by its instances.
 	type sockKey struct {
@@ -123,6 +126,7 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 				return nil, fmt.Errorf("instance %s: %w", in.Name, err)
 			}
 			sockets[k] = sock
+			p.sockets = append(p.sockets, sock)
 			p.close = append(p.close, sock.Close)
 		}
 		prefixes := make([]netip.Prefix, len(in.VIPs))
@@ -268,6 +272,19 @@ func nodeAddrs(n *config.Node) []netip.Addr {
 		for _, a := range ifc.Addresses {
 			out = append(out, a.Addr())
 		}
+	}
+	return out
+}
+
+// socketDrops sums what the VRRP sockets dropped, named as the codec's
+// drop reasons so status shows one vocabulary.
+func (p *platform) socketDrops() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, s := range p.sockets {
+		st := s.Stats()
+		out[vrrp.DropBadTTL.String()] += st.BadTTL
+		out[vrrp.DropOwnAdvert.String()] += st.Own
+		out[vrrp.DropTruncated.String()] += st.Malformed
 	}
 	return out
 }

@@ -40,6 +40,9 @@ type Options struct {
 	Hooks func(Transition)
 	// LinkHealth reports the links for status.
 	LinkHealth func() []control.LinkStatus
+	// SocketDrops reports what the VRRP sockets dropped before the engine
+	// saw it (bad TTL, own adverts, malformed), by reason.
+	SocketDrops func() map[string]uint64
 	// Now is the clock (tests inject one).
 	Now func() time.Time
 	// LinksDown are the interfaces down at start (see LinkState).
@@ -454,6 +457,17 @@ func (e *Engine) Status(ctx context.Context) (*control.Status, error) {
 	err := e.do(ctx, func(s *state) { st = e.snapshot(s) })
 	if err == nil && e.opts.LinkHealth != nil {
 		st.Links = e.opts.LinkHealth()
+	}
+	if err == nil && e.opts.SocketDrops != nil {
+		for r, n := range e.opts.SocketDrops() {
+			if n == 0 {
+				continue
+			}
+			if st.Drops == nil {
+				st.Drops = map[string]uint64{}
+			}
+			st.Drops[r] += n
+		}
 	}
 	return st, err
 }
