@@ -270,6 +270,13 @@ func TestNotifyHooks(t *testing.T) {
 // kernel closes that connection and the backup takes over at once, not
 // after Master_Down_Interval (3.6 s at 1 s adverts).
 func TestLivenessBeatsTheTimer(t *testing.T) {
+	t.Run("with a UDP link", func(t *testing.T) { livenessScenario(t, true) })
+	// Without any link, a pair still holds a (keyless) liveness connection
+	// over its VRRP interface.
+	t.Run("without a link", func(t *testing.T) { livenessScenario(t, false) })
+}
+
+func livenessScenario(t *testing.T, withLink bool) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "hb.key")
 	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
@@ -283,6 +290,9 @@ type = "udp"
 interface = "eth0"
 interval = "10ms"
 key_file = "` + key + `"`
+	if !withLink {
+		extra = ""
+	}
 	p := newPair(t, extra)
 	cfg, _ := os.ReadFile(p.cfg)
 	os.WriteFile(p.cfg, []byte(strings.Replace(string(cfg), `advert_interval = "50ms"`, `advert_interval = "1s"`, 1)), 0o644)
@@ -292,7 +302,11 @@ key_file = "` + key + `"`
 	p.start(ctx, t, "lb2")
 	waitState(ctx, t, p.socket("lb1"), "MASTER")
 	waitState(ctx, t, p.socket("lb2"), "BACKUP")
-	waitLinkUp(ctx, t, p.socket("lb2"), "hb")
+	if withLink {
+		waitLinkUp(ctx, t, p.socket("lb2"), "hb")
+	} else {
+		time.Sleep(200 * time.Millisecond) // the liveness connection is up within ms
+	}
 
 	p.procs["lb1"].Signal(syscall.SIGKILL)
 	t0 := time.Now()

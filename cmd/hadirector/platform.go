@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,6 +94,11 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 	}
 	p.opts.LinkHealth = p.linkHealth
 	p.opts.SocketDrops = p.socketDrops
+	if len(p.liveness) == 0 {
+		if err := p.defaultLiveness(cfg, self); err != nil {
+			return nil, err
+		}
+	}
 
 	// One VRRP socket per interface and family, shared by its instances.
 	type sockKey struct {
@@ -211,26 +217,10 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 		}
 		// The liveness connection rides on the same addresses, port number
 		// (TCP) and key (its own derivation).
-		peerAddrs := nodeAddrs(peer)
-		live, err := heartbeat.NewLiveness(heartbeat.LivenessConfig{NodeID: self.Name, PeerID: peer.Name,
-			Local: local, Peer: remote, Port: l.Port, Key: key, Domain: domain + "/liveness",
-			OnPeer: func(ev heartbeat.LivenessEvent) {
-				switch ev.Kind {
-				case heartbeat.LivenessLost:
-					p.log.Warn("peer's process is gone (liveness connection closed by its kernel)", "peer", peer.Name, "err", ev.Err)
-					if e := p.engine.Load(); e != nil {
-						go e.PeerLost(peerAddrs) // OnPeer must not block
-					}
-				case heartbeat.LivenessConnected:
-					p.log.Info("liveness connection up", "peer", peer.Name)
-				}
-			}})
-		if err != nil {
+		if err := p.openLiveness(self, peer, local, remote, l.Port, key, domain+"/liveness"); err != nil {
 			link.Close()
-			return nil, fmt.Errorf("liveness: %w", err)
+			return nil, err
 		}
-		p.liveness = append(p.liveness, live)
-		p.close = append(p.close, live.Close)
 		return link, nil
 	case config.LinkSerial:
 		return heartbeat.NewSerialLink(heartbeat.SerialConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
@@ -287,4 +277,61 @@ func (p *platform) socketDrops() map[string]uint64 {
 		out[vrrp.DropTruncated.String()] += st.Malformed
 	}
 	return out
+}
+
+// openLiveness holds a connection to the peer daemon; its kernel closing it
+// means the peer's process died, and the engine takes over at once.
+func (p *platform) openLiveness(self, peer *config.Node, local, remote netip.Addr, port int, key []byte, domain string) error {
+	peerAddrs := nodeAddrs(peer)
+	live, err := heartbeat.NewLiveness(heartbeat.LivenessConfig{NodeID: self.Name, PeerID: peer.Name,
+		Local: local, Peer: remote, Port: port, Key: key, Domain: domain,
+		OnPeer: func(ev heartbeat.LivenessEvent) {
+			switch ev.Kind {
+			case heartbeat.LivenessLost:
+				p.log.Warn("peer's process is gone (liveness connection closed by its kernel)", "peer", peer.Name, "err", ev.Err)
+				if e := p.engine.Load(); e != nil {
+					go e.PeerLost(peerAddrs) // OnPeer must not block
+				}
+			case heartbeat.LivenessConnected:
+				p.log.Info("liveness connection up", "peer", peer.Name)
+			}
+		}})
+	if err != nil {
+		return fmt.Errorf("liveness: %w", err)
+	}
+	p.liveness = append(p.liveness, live)
+	p.close = append(p.close, live.Close)
+	return nil
+}
+
+// defaultLiveness gives a pair without a UDP heartbeat link the same fast
+// detection of a dead master process, over the first IPv4 VRRP interface.
+// Without a key file it authenticates nothing: the key derives from the
+// cluster name (not a secret; it keeps clusters apart), which is no weaker
+// than VRRPv3 itself on that segment, and a forged close costs at most a
+// takeover that the election undoes. Configure a UDP link (with key_file)
+// for an authenticated one.
+func (p *platform) defaultLiveness(cfg *config.Config, self *config.Node) error {
+	if len(cfg.Nodes) != 2 {
+		return nil
+	}
+	var peer *config.Node
+	for i := range cfg.Nodes {
+		if cfg.Nodes[i].Name != self.Name {
+			peer = &cfg.Nodes[i]
+		}
+	}
+	for _, in := range cfg.Instances {
+		if in.Family() != config.IPv4 {
+			continue
+		}
+		local, ok1 := self.Interface(in.Interface).FirstAddr(config.IPv4)
+		remote, ok2 := peer.Interface(in.Interface).FirstAddr(config.IPv4)
+		if !ok1 || !ok2 {
+			continue
+		}
+		key := sha256.Sum256([]byte("hadirector liveness without a key file: " + cfg.Cluster.Name))
+		return p.openLiveness(self, peer, local, remote, config.DefaultUDPLinkPort, key[:], cfg.Cluster.Name+"/liveness/"+in.Interface)
+	}
+	return nil
 }
