@@ -63,6 +63,19 @@ func (v *validator) name(path, s, what string) bool {
 	return true
 }
 
+// ifname checks a required interface name, unique within seen.
+func (v *validator) ifname(path, name string, seen map[string]bool, dup string) {
+	switch {
+	case name == "":
+		v.missing(path, "the Linux interface name, e.g. eth0")
+	case !validIfname(name):
+		v.errf(path, "Linux interface names have 1 to 15 characters and no '/', ':' or spaces", "%q is not a valid interface name", name)
+	case seen[name]:
+		v.errf(path, "", "interface %q is %s", name, dup)
+	}
+	seen[name] = true
+}
+
 func validIfname(s string) bool {
 	return s != "" && len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/ \t\n:")
 }
@@ -107,15 +120,7 @@ func (v *validator) nodes() {
 		ifnames := map[string]bool{}
 		for j, ifc := range n.Interfaces {
 			ip := fmt.Sprintf("%s.interface[%d]", p, j)
-			switch {
-			case ifc.Name == "":
-				v.missing(ip+".name", "the Linux interface name, e.g. eth0")
-			case !validIfname(ifc.Name):
-				v.errf(ip+".name", "Linux interface names have 1 to 15 characters and no '/', ':' or spaces", "%q is not a valid interface name", ifc.Name)
-			case ifnames[ifc.Name]:
-				v.errf(ip+".name", "list each interface once, with all its addresses", "interface %q is listed twice for node %q", ifc.Name, n.Name)
-			}
-			ifnames[ifc.Name] = true
+			v.ifname(ip+".name", ifc.Name, ifnames, fmt.Sprintf("listed twice for node %q (list each interface once, with all its addresses)", n.Name))
 			for k, a := range ifc.Addresses {
 				ap := fmt.Sprintf("%s.addresses[%d]", ip, k)
 				if prev, dup := addrs[a.Addr()]; dup {
@@ -546,15 +551,7 @@ func (v *validator) tracking(p string, in *Instance) {
 	seen := map[string]bool{}
 	for k, t := range in.TrackInterfaces {
 		tp := fmt.Sprintf("%s.track_interface[%d]", p, k)
-		switch {
-		case t.Name == "":
-			v.missing(tp+".name", "the interface to watch")
-		case !validIfname(t.Name):
-			v.errf(tp+".name", "", "%q is not a valid interface name", t.Name)
-		case seen[t.Name]:
-			v.errf(tp+".name", "", "interface %q is tracked twice", t.Name)
-		}
-		seen[t.Name] = true
+		v.ifname(tp+".name", t.Name, seen, "tracked twice")
 		v.intRange(tp+".weight", t.Weight, -253, 253, "0 means Fault while down; otherwise the priority change while down")
 	}
 }

@@ -152,11 +152,19 @@ func startEngineWith(t *testing.T, n *fakeNet, tl *timeline, node, addr, cluster
 	t.Helper()
 	src := netip.MustParseAddr(addr)
 	link := &fakeLink{net: n, src: src, name: "hb"}
-	opts := Options{
+	r := runEngine(t, n, src, node, cluster, Options{
 		Instances:    map[string]InstanceIO{"VI_1": {Socket: &fakeSocket{net: n, src: src}, VIPs: &fakeVIPs{name: node, tl: tl}, Links: []string{"hb"}}},
 		Links:        map[string]Link{"hb": link},
 		LinkInterval: 5 * time.Millisecond,
-	}
+	})
+	r.link = link
+	return r
+}
+
+// runEngine makes an engine for node, puts it on the fake segment at src
+// and runs it until the test ends.
+func runEngine(t *testing.T, n *fakeNet, src netip.Addr, node, cluster string, opts Options) *runningEngine {
+	t.Helper()
 	e, err := New(parse(t, cluster), node, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +173,7 @@ func startEngineWith(t *testing.T, n *fakeNet, tl *timeline, node, addr, cluster
 	n.engines[src] = e
 	n.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningEngine{e: e, link: link, cancel: cancel, done: make(chan struct{})}
+	r := &runningEngine{e: e, cancel: cancel, done: make(chan struct{})}
 	go func() { e.Run(ctx); close(r.done) }()
 	t.Cleanup(func() { cancel(); <-r.done })
 	return r
@@ -369,22 +377,10 @@ func startGroupEngine(t *testing.T, n *fakeNet, tls map[string]*timeline, node, 
 	t.Helper()
 	src := netip.MustParseAddr(addr)
 	sock := &fakeSocket{net: n, src: src}
-	opts := Options{Instances: map[string]InstanceIO{
+	return runEngine(t, n, src, node, groupCluster, Options{Instances: map[string]InstanceIO{
 		"ext": {Socket: sock, VIPs: &fakeVIPs{name: node, tl: tls["ext"]}},
 		"int": {Socket: sock, VIPs: &fakeVIPs{name: node, tl: tls["int"]}},
-	}, Hooks: hooks}
-	e, err := New(parse(t, groupCluster), node, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.mu.Lock()
-	n.engines[src] = e
-	n.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningEngine{e: e, cancel: cancel, done: make(chan struct{})}
-	go func() { e.Run(ctx); close(r.done) }()
-	t.Cleanup(func() { cancel(); <-r.done })
-	return r
+	}, Hooks: hooks})
 }
 
 func statesOf(r *runningEngine) string {
