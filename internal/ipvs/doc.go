@@ -1,5 +1,20 @@
 // Package ipvs owns hadirector's view of the kernel's IPVS table: preflight,
-// kernel access (and, later, the table model, diff and reconciler).
+// kernel access, the table model, its diff and the reconciler.
+//
+//   - [Table] models a table: services by [ServiceKey], destinations by
+//     address:port, normalised so that a desired entry equals its kernel
+//     read-back.
+//   - [Diff] turns the kernel's table and the desired one into the fewest
+//     kernel operations ([Op]), in a safe order, leaving services it does
+//     not own alone.
+//   - [Reconciler] keeps the kernel as desired through a [KernelAPI]: it
+//     adopts what it finds (never flushes), applies only differences,
+//     repairs and counts drift, reports unowned services, and does not let
+//     one failing entry stop the others. See its documentation for the
+//     ownership rule.
+//   - Package ipvstest is an in-memory [KernelAPI] with the kernel's
+//     semantics, proven equal to the real kernel by the scenarios that run
+//     against both (scenario_test.go).
 //
 // Everything that touches the kernel goes through [Kernel], which wraps
 // github.com/moby/ipvs. That library has sharp edges this package files off:

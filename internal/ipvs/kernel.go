@@ -39,6 +39,15 @@ type Kernel struct {
 	sem       chan struct{}
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	// One long-lived goroutine runs the calls on h, fed through calls,
+	// until quit closes (started on first use). Not a goroutine per call:
+	// moby/ipvs's receive path keeps a 64 KiB buffer on the stack, which
+	// a fresh goroutine grows (copies) its stack for on every call; that
+	// was a tenth of the CPU of a bulk load.
+	startOnce sync.Once
+	calls     chan func()
+	quit      chan struct{}
 }
 
 // Option configures [Open].
@@ -86,8 +95,10 @@ func (k *Kernel) ns() string {
 // a call in progress; if that call is stuck, Close closes the socket under
 // it, which makes the call fail. Calls after Close return [ErrClosed].
 func (k *Kernel) Close() error {
+	k.start()
 	k.closeOnce.Do(func() {
 		k.closed.Store(true)
+		defer close(k.quit)
 		t := time.NewTimer(k.timeout)
 		defer t.Stop()
 		select {
@@ -106,8 +117,8 @@ func (k *Kernel) Close() error {
 // for the handle included).
 //
 // moby/ipvs cannot be cancelled: its receive loop retries on EAGAIN forever.
-// So fn runs in its own goroutine; on timeout do returns [ErrTimeout] but the
-// goroutine keeps the handle until the kernel answers (or Close closes the
+// So fn runs in the worker goroutine; on timeout do returns [ErrTimeout] but
+// the worker keeps the handle until the kernel answers (or Close closes the
 // socket), and until then every further call times out waiting for it. A
 // timeout thus means "this Kernel is wedged": the caller should Close it and
 // Open a new one.
@@ -126,8 +137,9 @@ func (k *Kernel) do(fn func(h *mobyipvs.Handle) error) error {
 		<-k.sem
 		return ErrClosed
 	}
+	k.start()
 	done := make(chan error, 1)
-	go func() {
+	call := func() {
 		defer func() { <-k.sem }()
 		defer func() {
 			// moby/ipvs panics on some unexpected replies (e.g. GetConfig
@@ -137,13 +149,36 @@ func (k *Kernel) do(fn func(h *mobyipvs.Handle) error) error {
 			}
 		}()
 		done <- fn(k.h)
-	}()
+	}
+	select {
+	case k.calls <- call: // the worker is idle: we hold sem
+	case <-k.quit:
+		<-k.sem
+		return ErrClosed
+	}
 	select {
 	case err := <-done:
 		return err
 	case <-t.C:
 		return fmt.Errorf("%w after %v", ErrTimeout, k.timeout)
 	}
+}
+
+func (k *Kernel) start() {
+	k.startOnce.Do(func() {
+		k.calls = make(chan func())
+		k.quit = make(chan struct{})
+		go func() {
+			for {
+				select {
+				case call := <-k.calls:
+					call()
+				case <-k.quit:
+					return
+				}
+			}
+		}()
+	})
 }
 
 // AddService creates s. An existing service gives syscall.EEXIST; an unknown
@@ -155,6 +190,21 @@ func (k *Kernel) AddService(s Service) error {
 	}
 	if err != nil {
 		return fmt.Errorf("ipvs: add service %s: %w", s, err)
+	}
+	return nil
+}
+
+// UpdateService changes s in place (IPVS_CMD_SET_SERVICE): scheduler,
+// flags, persistence timeout and prefix; its key finds it. A missing service
+// gives syscall.ESRCH, an unknown scheduler syscall.ENOENT. Connections and
+// destinations stay.
+func (k *Kernel) UpdateService(s Service) error {
+	m, err := serviceToMoby(s, true)
+	if err == nil {
+		err = k.do(func(h *mobyipvs.Handle) error { return h.UpdateService(m) })
+	}
+	if err != nil {
+		return fmt.Errorf("ipvs: update service %s: %w", s, err)
 	}
 	return nil
 }
@@ -204,6 +254,21 @@ func (k *Kernel) AddDestination(s Service, d Destination) error {
 	}
 	if err != nil {
 		return fmt.Errorf("ipvs: add destination %s to %s: %w", d, s, err)
+	}
+	return nil
+}
+
+// UpdateDestination changes d (found by its Addr) in service s in place
+// (IPVS_CMD_SET_DEST): weight, forwarding, thresholds. A missing destination
+// gives syscall.ENOENT, a missing service syscall.ESRCH, a lower threshold
+// above the upper one syscall.ERANGE.
+func (k *Kernel) UpdateDestination(s Service, d Destination) error {
+	ms, md, err := destinationArgs(s, d)
+	if err == nil {
+		err = k.do(func(h *mobyipvs.Handle) error { return h.UpdateDestination(ms, md) })
+	}
+	if err != nil {
+		return fmt.Errorf("ipvs: update destination %s in %s: %w", d, s, err)
 	}
 	return nil
 }
