@@ -147,9 +147,7 @@ func (b *bench) reportRatios(w io.Writer, adv time.Duration) {
 	if !hasK {
 		return
 	}
-	fmt.Fprintf(w, "\n   ratios to keepalived at %s (target metric: kill, linkdown = first answer from d2; term = handover gap)\n", adv)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "   impl\tscenario\tkeepalived scenario\tmedian ratio\tp99 ratio")
+	var lines []string
 	for _, im := range b.impls {
 		if im.keepalived {
 			continue
@@ -167,8 +165,17 @@ func (b *bench) reportRatios(w io.Writer, adv time.Duration) {
 			if h.n == 0 || k.n == 0 {
 				continue
 			}
-			fmt.Fprintf(tw, "   %s/keepalived\t%s\t%s\t%.3f\t%.3f\n", im.name, sc, ref, h.med/k.med, h.p99/k.p99)
+			lines = append(lines, fmt.Sprintf("   %s/keepalived\t%s\t%s\t%.3f\t%.3f\n", im.name, sc, ref, h.med/k.med, h.p99/k.p99))
 		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n   ratios to keepalived at %s (target metric: kill, linkdown = first answer from d2; term = handover gap)\n", adv)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "   impl\tscenario\tkeepalived scenario\tmedian ratio\tp99 ratio")
+	for _, l := range lines {
+		fmt.Fprint(tw, l)
 	}
 	tw.Flush()
 }

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,6 +135,12 @@ func (b *bench) measure(ctx context.Context, e *env, scenario string, res *runRe
 	}
 	d1 := e.dirs[0]
 	pids := d1.pids() // keepalived: parent, VRRP child
+
+	// No garbage collection while the probe runs: a stop-the-world whose
+	// initiator (an ordinary thread) is descheduled would stall the probe's
+	// thread too, whatever its priority. The window allocates little.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 
 	base := time.Now()
 	pr := startProber(e.cl, vip4, base, b.rt)

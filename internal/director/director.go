@@ -79,10 +79,14 @@ type state struct {
 	// caused by that do not propagate again.
 	propagating bool
 	linkDown    map[string]bool
-	drops       DropCounts
-	nextLink    time.Time
-	stopping    bool
-	scratch     vrrp.Advert
+	// lostAt: when a peer address was declared dead by the liveness
+	// connection. Packets from it received before then are stale: sent by
+	// the dead process, queued behind the Lost event.
+	lostAt   map[netip.Addr]time.Time
+	drops    DropCounts
+	nextLink time.Time
+	stopping bool
+	scratch  vrrp.Advert
 }
 
 // ErrStopped is returned by calls made when Run is not running.
@@ -97,7 +101,7 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 		opts.Now = time.Now
 	}
 	now := opts.Now()
-	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}}
+	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}, lostAt: map[netip.Addr]time.Time{}}
 	for _, name := range opts.LinksDown {
 		st.linkDown[name] = true
 	}
@@ -264,6 +268,12 @@ func (e *Engine) receive(s *state, p Packet) {
 			return
 		}
 		src, dst, payload = from, target.io.Socket.Group(), adv
+	}
+	if lost, ok := s.lostAt[src]; ok && !p.At.IsZero() && p.At.Before(lost) {
+		// Sent by a process that has since died (the liveness connection
+		// said so): acting on it would hand the VIPs back to nobody.
+		s.drops[vrrp.DropFromDeadPeer]++
+		return
 	}
 	var a vrrp.Advert
 	if err := a.Unmarshal(payload, src, dst); err != nil {
@@ -586,6 +596,9 @@ func (e *Engine) track(s *state, in *instance, now time.Time) {
 func (e *Engine) PeerLost(addrs []netip.Addr) {
 	e.do(context.Background(), func(s *state) {
 		now := e.opts.Now()
+		for _, a := range addrs {
+			s.lostAt[a] = now
+		}
 		for _, in := range s.instances {
 			for _, a := range addrs {
 				e.apply(s, in, in.machine.Step(vrrp.MasterLost{Master: a}, now), now)

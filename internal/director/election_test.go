@@ -422,3 +422,32 @@ func TestSyncGroup(t *testing.T) {
 		t.Errorf("group hook events: %s", got)
 	}
 }
+
+// TestStaleAdvertAfterPeerLost: after the liveness connection declared the
+// master's process dead, an advert from it that was received before that
+// moment (queued behind the Lost event) must not take the VIPs back: it is
+// dropped and counted. A fresh advert from the same address is obeyed (the
+// peer is alive after all).
+func TestStaleAdvertAfterPeerLost(t *testing.T) {
+	n := &fakeNet{engines: map[netip.Addr]*Engine{}}
+	tl := &timeline{held: map[string]bool{}}
+	lb1 := startEngine(t, n, tl, "lb1", "10.0.0.1")
+	lb2 := startEngine(t, n, tl, "lb2", "10.0.0.2")
+	waitFor(t, "lb1 MASTER", func() bool { return stateOf(t, lb1) == "MASTER" && stateOf(t, lb2) == "BACKUP" })
+	lb1.crash(n, "10.0.0.1")
+	received := time.Now() // "received before the Lost event"
+	lb2.e.PeerLost([]netip.Addr{netip.MustParseAddr("10.0.0.1")})
+	waitFor(t, "lb2 MASTER", func() bool { return stateOf(t, lb2) == "MASTER" })
+
+	src, group := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("224.0.0.18")
+	a := vrrp.Advert{Version: 3, VRID: 51, Priority: 150, Interval: 20 * time.Millisecond, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.100")}}
+	b, _ := a.Marshal(src, group)
+	lb2.e.Deliver(Packet{Interface: "eth0", Src: src, Dst: group, Payload: b, At: received})
+	time.Sleep(50 * time.Millisecond)
+	st, _ := lb2.e.Status(context.Background())
+	if st.Instances[0].State != "MASTER" || st.Drops["from_dead_peer"] != 1 {
+		t.Fatalf("after a stale advert: %s, drops %v", st.Instances[0].State, st.Drops)
+	}
+	lb2.e.Deliver(Packet{Interface: "eth0", Src: src, Dst: group, Payload: b, At: time.Now()})
+	waitFor(t, "lb2 yields to a live lb1", func() bool { return stateOf(t, lb2) == "BACKUP" })
+}

@@ -402,6 +402,7 @@ const (
 	DropOwnAdvert                       // socket layer: our own advert looped back
 	DropBadHMAC                         // heartbeat layer: authentication failed
 	DropReplay                          // heartbeat layer: replayed or out-of-window sequence
+	DropFromDeadPeer                    // state layer: received before its sender was declared dead
 	DropUnknown                         // Reason of an error that carries no DropReason
 
 	// NumDropReasons is the number of drop reasons, to size counter arrays.
@@ -425,6 +426,7 @@ var dropNames = [NumDropReasons]string{
 	DropOwnAdvert:     "own_advert",
 	DropBadHMAC:       "bad_hmac",
 	DropReplay:        "replay",
+	DropFromDeadPeer:  "from_dead_peer",
 	DropUnknown:       "unknown",
 }
 
