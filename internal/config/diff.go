@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -126,7 +127,7 @@ func changedFields[T any](a, b T, skip ...string) []string {
 	var out []string
 	for i := 0; i < va.NumField(); i++ {
 		tag := va.Type().Field(i).Tag.Get("toml")
-		if tag == "" || tag == "-" || contains(skip, tag) {
+		if tag == "" || tag == "-" || slices.Contains(skip, tag) {
 			continue
 		}
 		fa, fb := va.Field(i), vb.Field(i)
@@ -138,13 +139,4 @@ func changedFields[T any](a, b T, skip ...string) []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -285,7 +287,7 @@ func (v *validator) instances() {
 		if !in.Preempt && c.isSet(p+".preempt_delay") {
 			v.errf(p+".preempt_delay", "remove preempt_delay, or set preempt = true", "preempt_delay has no effect with preempt = false")
 		}
-		for _, node := range sortedKeys(in.Priority) {
+		for _, node := range slices.Sorted(maps.Keys(in.Priority)) {
 			pp := p + ".priority." + node
 			if c.Node(node) == nil {
 				v.errf(pp, "nodes in this file: "+strings.Join(c.NodeNames(), ", "), "node %q is not in this file", node)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -119,7 +120,7 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 	for i := range cfg.SyncGroups {
 		g := &group{cfg: &cfg.SyncGroups[i]}
 		for _, in := range st.instances {
-			if contains(g.cfg.Instances, in.cfg.Name) {
+			if slices.Contains(g.cfg.Instances, in.cfg.Name) {
 				g.members = append(g.members, in)
 				in.group = g
 			}
@@ -217,7 +218,7 @@ func (e *Engine) sendLinks(s *state) {
 	for name, l := range e.opts.Links {
 		sent := false
 		for _, in := range s.instances {
-			if in.machine.State() != vrrp.Master || !contains(in.io.Links, name) {
+			if in.machine.State() != vrrp.Master || !slices.Contains(in.io.Links, name) {
 				continue
 			}
 			s.scratch = in.advert
@@ -259,7 +260,7 @@ func (e *Engine) receive(s *state, p Packet) {
 			return // keepalive: the link layer already counted it as life
 		}
 		for _, in := range s.instances {
-			if in.cfg.Name == name && contains(in.io.Links, p.Link) {
+			if in.cfg.Name == name && slices.Contains(in.io.Links, p.Link) {
 				target = in
 			}
 		}
@@ -292,7 +293,7 @@ func (e *Engine) receive(s *state, p Packet) {
 		s.drops[vrrp.DropWrongVRID]++
 		return
 	}
-	if len(target.io.Peers) > 0 && p.Link == "" && !containsAddr(target.io.Peers, src) {
+	if len(target.io.Peers) > 0 && p.Link == "" && !slices.Contains(target.io.Peers, src) {
 		// Unicast instances listen to their peers only.
 		s.drops[vrrp.DropWrongVRID]++
 		return
@@ -429,17 +430,18 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Chang
 	var changes []config.Change
 	var err error
 	derr := e.do(ctx, func(s *state) {
-		switch {
+		diff := config.Diff(s.cfg, cfg)
+		switch election := VRRPChanged(diff); {
 		case cfg.Node(e.node) == nil:
 			err = fmt.Errorf("node %q is not in the new config; nodes there: %v", e.node, cfg.NodeNames())
-		case len(s.instances) > 0 && len(VRRPChanged(config.Diff(s.cfg, cfg))) > 0:
-			err = fmt.Errorf("the new config changes the election (%v); reload does not apply that yet: restart the daemon", VRRPChanged(config.Diff(s.cfg, cfg)))
+		case len(s.instances) > 0 && len(election) > 0:
+			err = fmt.Errorf("the new config changes the election (%v); reload does not apply that yet: restart the daemon", election)
 		}
 		if err != nil {
 			s.lastReload = &control.ReloadStatus{At: e.opts.Now(), Error: err.Error()}
 			return
 		}
-		changes = config.Diff(s.cfg, cfg)
+		changes = diff
 		s.cfg, s.loaded = cfg, e.opts.Now()
 		s.reloads++
 		lr := &control.ReloadStatus{At: s.loaded, Applied: true}
@@ -525,24 +527,6 @@ func (e *Engine) snapshot(s *state) *control.Status {
 		st.Services = append(st.Services, ss)
 	}
 	return st
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func containsAddr(list []netip.Addr, a netip.Addr) bool {
-	for _, x := range list {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 // LinkState reports an interface's link going up or down. Each instance

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -201,11 +200,9 @@ func (s *VRRPSocket) Interface() string { return s.cfg.Interface }
 func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	var oob []byte
 	if s.cfg.IPv6 {
-		pi := unix.Inet6Pktinfo{Addr: s.cfg.Source.As16(), Ifindex: uint32(s.ifindex)}
-		oob = cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, (*[unix.SizeofInet6Pktinfo]byte)(unsafe.Pointer(&pi))[:])
+		oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: s.cfg.Source.As16(), Ifindex: uint32(s.ifindex)})
 	} else {
-		pi := unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: s.cfg.Source.As4()}
-		oob = cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, (*[unix.SizeofInet4Pktinfo]byte)(unsafe.Pointer(&pi))[:])
+		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: s.cfg.Source.As4()})
 	}
 	to := &net.IPAddr{IP: dst.AsSlice()}
 	if dst.Is6() && (dst.IsLinkLocalMulticast() || dst.IsLinkLocalUnicast()) {
@@ -220,15 +217,6 @@ func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	}
 	s.sent.Add(1)
 	return nil
-}
-
-func cmsg(level, typ int, data []byte) []byte {
-	b := make([]byte, unix.CmsgSpace(len(data)))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = int32(level), int32(typ)
-	h.SetLen(unix.CmsgLen(len(data)))
-	copy(b[unix.CmsgLen(0):], data)
-	return b
 }
 
 func (s *VRRPSocket) read() {
