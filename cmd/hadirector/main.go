@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/hadirector/hadirector/internal/director"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -19,6 +21,9 @@ Usage:
   hadirector run     --config FILE [--node NAME]   run the director daemon
   hadirector check   --config FILE [--node NAME]   validate a config; exit 0 if valid, 1 if not
   hadirector status  [--json]                      ask the running daemon for its state
+  hadirector drain   SERVICE REAL                  weight 0 for a real server: no new connections
+  hadirector enable  SERVICE REAL                  undo drain and set-weight
+  hadirector set-weight SERVICE REAL WEIGHT        override a real server's weight until enable
   hadirector version                               print the version
   hadirector lab     [--hold DURATION]             run a whole cluster on this machine, in namespaces
 
@@ -48,6 +53,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case director.AdminDrain, director.AdminEnable, director.AdminSetWeight:
+		return cmdAdmin(cmd, rest, stdout, stderr)
 	case "lab":
 		return cmdLab(rest, stdout, stderr)
 	case "version", "--version":

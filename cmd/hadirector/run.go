@@ -137,8 +137,16 @@ func (d *daemon) run(cfg *config.Config) int {
 		defer hcancel()
 		d.runner.Close(hctx)
 	}()
+	lv, err := openLVS(cfg, d.log)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		return exitFail
+	}
+	defer lv.Close()
 	opts := plat.opts
 	opts.Hooks = d.hooks
+	opts.ServiceHooks = d.serviceHooks
+	lv.options(&opts)
 	// Each instance tracks its own interface and its track_interface ones.
 	tracked := map[string]bool{}
 	for _, in := range cfg.Instances {
@@ -171,7 +179,7 @@ func (d *daemon) run(cfg *config.Config) int {
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- engine.Run(ctx) }()
 
-	srv, err := control.Listen(d.socket, engine, d.log)
+	srv, err := control.Listen(d.socket, statusHandler{Engine: engine, d: d, l: lv}, d.log)
 	if err != nil {
 		d.log.Error("not started", "err", err)
 		cancel()

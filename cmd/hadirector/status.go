@@ -82,16 +82,83 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 	if len(st.Services) == 0 {
 		return
 	}
+	printServices(w, st, now)
+}
+
+// printServices is ipvsadm -Ln's view plus health: each service with its
+// quorum, then its real servers with forwarding, weight in IPVS (and the
+// configured one when they differ), connection counters and health.
+func printServices(w io.Writer, st *control.Status, now time.Time) {
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tKEY\tSCHEDULER\tFORWARD\tWEIGHT\tHEALTH")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE / REAL SERVER\tFORWARD\tWEIGHT\tACTIVE\tINACTIVE\tHEALTH\tSTATE\tSINCE\tDETAIL")
 	for _, s := range st.Services {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\n", s.Name, s.Key, s.Scheduler, s.Forwarding)
+		q := "quorum up"
+		if !s.QuorumUp {
+			q = "QUORUM LOST"
+		}
+		fmt.Fprintf(tw, "%s %s %s\t\t\t\t\t%s %d/%d\t\t%s\t\n", s.Name, s.Key, s.Scheduler, q, s.LiveWeight, s.Quorum, ago(now, s.QuorumSince))
 		for _, r := range s.RealServers {
-			fmt.Fprintf(tw, "  -> %s\t\t\t\t%d\t%s\n", r.Address, r.Weight, r.Health)
+			weight := "-"
+			if r.InTable {
+				weight = fmt.Sprint(r.EffectiveWeight)
+			}
+			if !r.InTable || r.EffectiveWeight != r.Weight {
+				weight += fmt.Sprintf(" (%d)", r.Weight)
+			}
+			if r.WeightOverride != nil {
+				weight += " set"
+			}
+			fmt.Fprintf(tw, "  -> %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Forwarding, weight,
+				conns(r.ActiveConns), conns(r.InactiveConns), r.Health, r.State, ago(now, r.Since), r.Detail)
+		}
+		if s.SorryServer != "" {
+			state := "standby"
+			if s.SorryActive {
+				state = "ACTIVE"
+			}
+			fmt.Fprintf(tw, "  -> %s (sorry)\t\t\t%s\t%s\t\t%s\t\t\n", s.SorryServer, conns(s.SorryActiveConns), conns(s.SorryInactiveConns), state)
 		}
 	}
 	tw.Flush()
+	if ip := st.IPVS; ip != nil {
+		fmt.Fprintf(w, "\nIPVS: %d services, %d destinations; %d kernel ops (%d failed), %d drift repairs; last full check %s\n",
+			ip.Services, ip.Destinations, ip.Ops, ip.FailedOps, ip.Repairs, ago(now, ip.LastFull))
+		for _, f := range ip.Failed {
+			fmt.Fprintf(w, "  failing: %s\n", f)
+		}
+		if len(ip.Unowned) > 0 {
+			fmt.Fprintf(w, "  not hadirector's (left alone): %s\n", strings.Join(ip.Unowned, ", "))
+		}
+		if ip.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", ip.Error)
+		}
+		if ip.CountersError != "" {
+			fmt.Fprintf(w, "  counters: %s\n", ip.CountersError)
+		}
+	}
+}
+
+func conns(p *uint32) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprint(*p)
+}
+
+// ago is "3s" (how long ago t was), or "-" for the zero time.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
 }
 
 func firstLine(s string) string {

@@ -8,6 +8,9 @@ import (
 	"github.com/hadirector/hadirector/internal/control"
 )
 
+func u32(v uint32) *uint32 { return &v }
+func u32i(v int) *int      { return &v }
+
 func TestPrintStatus(t *testing.T) {
 	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 	st := &control.Status{
@@ -18,7 +21,14 @@ func TestPrintStatus(t *testing.T) {
 		Links: []control.LinkStatus{{Name: "crossover", Kind: "udp", Up: true, LastRx: t0.Add(90*time.Second - 4*time.Millisecond), RxFrames: 9000, TxFrames: 9001, Drops: map[string]uint64{"replay": 2, "bad_mac": 1}}},
 		Drops: map[string]uint64{"bad_checksum": 3},
 		Services: []control.ServiceStatus{{Name: "web-http", Key: "tcp/192.0.2.100:80", Scheduler: "wlc", Forwarding: "dr",
-			RealServers: []control.RealStatus{{Address: "192.0.2.21:80", Weight: 1, Health: "unchecked"}}}},
+			Quorum: 2, LiveWeight: 1, QuorumSince: t0.Add(80 * time.Second), SorryServer: "192.0.2.99:80", SorryActive: true, SorryActiveConns: u32(4), SorryInactiveConns: u32(1),
+			RealServers: []control.RealStatus{
+				{Address: "192.0.2.21:80", Forwarding: "dr", Weight: 1, InTable: true, Health: "up", State: "standby", Since: t0, Detail: "status 200", ActiveConns: u32(3), InactiveConns: u32(0)},
+				{Address: "192.0.2.22:80", Forwarding: "dr", Weight: 2, InTable: true, Health: "down", State: "down", Since: t0.Add(89 * time.Second), Detail: "connection refused"},
+				{Address: "192.0.2.23:80", Forwarding: "dr", Weight: 1, WeightOverride: u32i(5), InTable: true, Health: "unchecked", State: "drained", Drained: true},
+			}}},
+		IPVS: &control.IPVSStatus{Services: 1, Destinations: 4, Ops: 12, FailedOps: 1, Repairs: 2, LastFull: t0.Add(85 * time.Second),
+			Failed: []string{"add destination 192.0.2.24:80: no such device"}, Unowned: []string{"TCP 192.0.2.200:22"}},
 	}
 	var b bytes.Buffer
 	printStatus(&b, st, t0.Add(90*time.Second))
@@ -34,9 +44,16 @@ crossover  udp   up     4ms ago  9000  9001  bad_mac=1 replay=2
 
 VRRP packets dropped: bad_checksum=3
 
-SERVICE             KEY                 SCHEDULER  FORWARD  WEIGHT  HEALTH
-web-http            tcp/192.0.2.100:80  wlc        dr               
-  -> 192.0.2.21:80                                          1       unchecked
+SERVICE / REAL SERVER            FORWARD  WEIGHT     ACTIVE  INACTIVE  HEALTH           STATE    SINCE  DETAIL
+web-http tcp/192.0.2.100:80 wlc                                        QUORUM LOST 1/2           10s    
+  -> 192.0.2.21:80               dr       0 (1)      3       0         up               standby  1m30s  status 200
+  -> 192.0.2.22:80               dr       0 (2)      -       -         down             down     1s     connection refused
+  -> 192.0.2.23:80               dr       0 (1) set  -       -         unchecked        drained  -      
+  -> 192.0.2.99:80 (sorry)                           4       1                          ACTIVE          
+
+IPVS: 1 services, 4 destinations; 12 kernel ops (1 failed), 2 drift repairs; last full check 5s
+  failing: add destination 192.0.2.24:80: no such device
+  not hadirector's (left alone): TCP 192.0.2.200:22
 `
 	if b.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)

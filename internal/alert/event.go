@@ -11,11 +11,18 @@ import (
 const (
 	KindInstance = "INSTANCE"
 	KindGroup    = "GROUP"
+	// A real server's health (NAME is "SERVICE REAL") and a virtual
+	// service's quorum (NAME is the service); STATE is UP or DOWN and
+	// PRIORITY the weight (a service's: its live weight).
+	KindRealServer = "REAL_SERVER"
+	KindService    = "SERVICE"
 
 	StateMaster = "MASTER"
 	StateBackup = "BACKUP"
 	StateFault  = "FAULT"
 	StateStop   = "STOP"
+	StateUp     = "UP"
+	StateDown   = "DOWN"
 )
 
 // HookPATH is the only PATH a hook sees: systemd's default for services.
@@ -27,9 +34,9 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Event is one transition to report.
 type Event struct {
-	Kind     string // "INSTANCE" or "GROUP" (keepalived's TYPE); later "REAL_SERVER", "SERVICE"
-	Name     string // instance or group name
-	State    string // "MASTER", "BACKUP", "FAULT", "STOP" (keepalived's words)
+	Kind     string // "INSTANCE" or "GROUP" (keepalived's TYPE), "REAL_SERVER", "SERVICE"
+	Name     string // instance, group or service name; "SERVICE REAL" for a real server
+	State    string // "MASTER", "BACKUP", "FAULT", "STOP" (keepalived's words); "UP", "DOWN"
 	Priority int    // effective priority; 0 for a group, as keepalived passes
 	At       time.Time
 	Cluster  string

@@ -31,6 +31,8 @@ func TestBrokenConfigs(t *testing.T) {
 		{"node_as_table", []want{{4, 2, "node", "expected an array, got a table", "write [[node]] for each entry"}}},
 		{"unknown_top_table", []want{{25, 2, "clustr", "unknown key", `did you mean "cluster"?`}}},
 		{"unknown_key_instance", []want{{21, 1, "vrrp_instance[0].vrd", "unknown key", `did you mean "vrid"?`}}},
+		{"on_failure_value", []want{{28, 14, "virtual_service[0].on_failure", `"delete" is not a failure policy; use one of: drain, remove`, ""}}},
+		{"check_http_bad_digest", []want{{31, 1, "virtual_service[0].check.body_sha256", `"abc" is not a SHA-256 digest`, "sha256sum"}, {32, 1, "virtual_service[0].check.dynamic_weight", `does not apply to a check of type "http"`, "remove it"}}},
 		{"check_unknown_key", []want{{33, 1, "virtual_service[0].real_server[0].check.intervall", "unknown key", `did you mean "interval"?`}}},
 		{"missing_vrid", []want{{19, 3, "vrrp_instance[0].vrid", "missing (required)", "1..255"}}},
 		{"vrid_range", []want{{21, 1, "vrrp_instance[0].vrid", "256 is out of range 1..255", ""}}},
@@ -252,6 +254,10 @@ interface = "eth0"
 		{"sync group", c.Sync.Group, "224.0.0.81"},
 		{"sync port", c.Sync.Port, 8848},
 		{"sync mode", c.Sync.Mode, SyncBoth},
+		{"on_failure", s.OnFailure, FailDrain},
+		{"service notify_timeout", s.NotifyTimeout.D(), DefaultNotifyTimeout},
+		{"check initial", r0.Check.Initial, InitialUp},
+		{"ipvs reconcile_period", c.IPVS.ReconcilePeriod.D(), DefaultReconcile},
 	}
 	for _, ck := range checks {
 		if !equal(ck.got, ck.want) {

@@ -36,6 +36,9 @@ const (
 	DefaultNotifyTimeout  = 10 * time.Second
 	DefaultGARPRepeat     = 5               // keepalived's vrrp_garp_master_repeat
 	DefaultGARPDelay      = 5 * time.Second // keepalived's vrrp_garp_master_delay
+	DefaultOnFailure      = FailDrain
+	DefaultCheckInitial   = InitialUp // keepalived's default (no "alpha")
+	DefaultReconcile      = 10 * time.Second
 )
 
 // applyDefaults fills every key the file did not set. It runs after decoding
@@ -84,6 +87,8 @@ func applyDefaults(c *Config) {
 		def(c, p+".scheduler", &s.Scheduler, DefaultScheduler)
 		def(c, p+".forwarding", &s.Forwarding, DefaultForwarding)
 		def(c, p+".quorum", &s.Quorum, DefaultQuorum)
+		def(c, p+".on_failure", &s.OnFailure, DefaultOnFailure)
+		def(c, p+".notify_timeout", &s.NotifyTimeout, Duration(DefaultNotifyTimeout))
 		if s.Persistence > 0 {
 			def(c, p+".persistence_granularity", &s.PersistenceGranularity, s.Family.bits())
 		}
@@ -111,6 +116,7 @@ func applyDefaults(c *Config) {
 			}
 		}
 	}
+	def(c, "ipvs.reconcile_period", &c.IPVS.ReconcilePeriod, Duration(DefaultReconcile))
 	if s := c.Sync; s != nil {
 		def(c, "sync.enabled", &s.Enabled, DefaultSyncEnabled)
 		def(c, "sync.mode", &s.Mode, DefaultSyncMode)
@@ -130,6 +136,7 @@ func checkDefaults(c *Config, p string, ck *Check) {
 	def(c, p+".timeout", &ck.Timeout, min(Duration(DefaultCheckTimeout), ck.Interval))
 	def(c, p+".rise", &ck.Rise, DefaultCheckRise)
 	def(c, p+".fall", &ck.Fall, DefaultCheckFall)
+	def(c, p+".initial", &ck.Initial, DefaultCheckInitial)
 	if ck.Type == CheckHTTP || ck.Type == CheckHTTPS {
 		def(c, p+".path", &ck.Path, DefaultHTTPPath)
 		def(c, p+".expect_status", &ck.ExpectStatus, []StatusRange{{DefaultHTTPStatusLo, DefaultHTTPStatusHi}})

@@ -23,6 +23,7 @@ type Config struct {
 	SyncGroups []SyncGroup      `toml:"sync_group"`
 	Services   []VirtualService `toml:"virtual_service"`
 	Sync       *Sync            `toml:"sync"`
+	IPVS       IPVS             `toml:"ipvs"`
 
 	// File is the path the config was read from.
 	File string `toml:"-"`
@@ -182,11 +183,46 @@ type VirtualService struct {
 	// Quorum is the sum of live real-server weights the service needs; below
 	// it the sorry server (if any) takes the traffic. QuorumHysteresis widens
 	// the band so a flapping server does not flap the service.
-	Quorum           int          `toml:"quorum"`
-	QuorumHysteresis int          `toml:"quorum_hysteresis"`
-	SorryServer      *Endpoint    `toml:"sorry_server"`
-	Check            *Check       `toml:"check"`
-	RealServers      []RealServer `toml:"real_server"`
+	Quorum           int       `toml:"quorum"`
+	QuorumHysteresis int       `toml:"quorum_hysteresis"`
+	SorryServer      *Endpoint `toml:"sorry_server"`
+	// OnFailure is what a failed real server becomes: "drain" (weight 0,
+	// so persistent and synced connections finish) or "remove" (deleted
+	// from the table).
+	OnFailure OnFailure `toml:"on_failure"`
+	// Notify is a program run on every real-server and quorum transition
+	// of the service (see README "Notify hooks").
+	Notify        string       `toml:"notify"`
+	NotifyTimeout Duration     `toml:"notify_timeout"`
+	Check         *Check       `toml:"check"`
+	RealServers   []RealServer `toml:"real_server"`
+}
+
+// OnFailure is what happens to a real server whose checks fail.
+type OnFailure string
+
+// Failure policies.
+const (
+	FailDrain  OnFailure = "drain"
+	FailRemove OnFailure = "remove"
+)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (f *OnFailure) UnmarshalText(b []byte) error {
+	s, err := enum(b, "failure policy", "drain", "remove")
+	*f = OnFailure(s)
+	return err
+}
+
+// IPVS configures how the director keeps the kernel's table.
+type IPVS struct {
+	// ReconcilePeriod is how often the whole kernel table is read and
+	// drift (entries changed by hand) repaired.
+	ReconcilePeriod Duration `toml:"reconcile_period"`
+	// StateFile records which services the daemon owns, so that a service
+	// removed from the config while the daemon was down is deleted at the
+	// next start. Keep it on tmpfs; "" disables it.
+	StateFile string `toml:"state_file"`
 }
 
 // RealServer is one destination of a virtual service.
@@ -217,8 +253,36 @@ type Check struct {
 	Host          string        `toml:"host"`
 	BodyRegex     string        `toml:"body_regex"`
 	TLSServerName string        `toml:"tls_server_name"`
-	// Exec: argv of a program; exit status 0 means healthy.
-	Command []string `toml:"command"`
+	// BodySHA256: the hex SHA-256 the whole body must have (HTTP/S).
+	BodySHA256 string `toml:"body_sha256"`
+	// VerifyTLS verifies the certificate (HTTPS), against CAFile's CAs or
+	// the system's.
+	VerifyTLS bool   `toml:"verify_tls"`
+	CAFile    string `toml:"ca_file"`
+	// Exec: argv of a program; exit status 0 means healthy. With
+	// DynamicWeight, 2..255 means healthy with weight status-2.
+	Command       []string `toml:"command"`
+	DynamicWeight bool     `toml:"dynamic_weight"`
+	// Initial is the state before the first rise/fall: "up" (trust the
+	// server until it fails, keepalived's default) or "down" (wait for rise
+	// successes, keepalived's alpha mode).
+	Initial InitialState `toml:"initial"`
+}
+
+// InitialState is a check's state before its first verdict.
+type InitialState string
+
+// Initial states.
+const (
+	InitialUp   InitialState = "up"
+	InitialDown InitialState = "down"
+)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (i *InitialState) UnmarshalText(b []byte) error {
+	s, err := enum(b, "initial state", "up", "down")
+	*i = InitialState(s)
+	return err
 }
 
 // Sync configures the kernel's IPVS connection-state sync between the
@@ -557,3 +621,6 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 	*m = SyncMode(s)
 	return err
 }
+
+// Bits is the address length of the family: 32 or 128.
+func (f Family) Bits() int { return f.bits() }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -413,6 +415,11 @@ func (v *validator) services() {
 		if s.Check != nil {
 			v.check(p+".check", s.Check)
 		}
+		v.hook(p+".notify", s.Notify, s.NotifyTimeout)
+	}
+	v.durRange("ipvs.reconcile_period", v.c.IPVS.ReconcilePeriod, 100*time.Millisecond, time.Hour)
+	if f := v.c.IPVS.StateFile; f != "" && !filepath.IsAbs(f) {
+		v.errf("ipvs.state_file", `use an absolute path, e.g. "/run/hadirector/ipvs-owned.json"`, "%q is relative", f)
 	}
 }
 
@@ -467,21 +474,28 @@ func (v *validator) realServers(p string, s *VirtualService) {
 	}
 }
 
+// Keys that belong to one kind of check.
+var (
+	httpKeys = []string{"path", "expect_status", "host", "body_regex", "body_sha256"}
+	tlsKeys  = []string{"tls_server_name", "verify_tls", "ca_file"}
+	execKeys = []string{"command", "dynamic_weight"}
+)
+
 func (v *validator) check(p string, ck *Check) {
 	switch ck.Type {
 	case "":
 		v.missing(p+".type", "tcp, http, https, icmp or exec")
 		return
 	case CheckTCP:
-		v.onlyFor(p, []string{"path", "expect_status", "host", "body_regex", "tls_server_name", "command"}, `to a check of type "tcp"`)
+		v.onlyFor(p, append(httpKeys, append(tlsKeys, execKeys...)...), `to a check of type "tcp"`)
 	case CheckHTTP:
-		v.onlyFor(p, []string{"tls_server_name", "command"}, `to a check of type "http"`)
+		v.onlyFor(p, append(tlsKeys, execKeys...), `to a check of type "http"`)
 	case CheckHTTPS:
-		v.onlyFor(p, []string{"command"}, `to a check of type "https"`)
+		v.onlyFor(p, execKeys, `to a check of type "https"`)
 	case CheckICMP:
-		v.onlyFor(p, []string{"port", "path", "expect_status", "host", "body_regex", "tls_server_name", "command"}, `to a check of type "icmp"`)
+		v.onlyFor(p, append([]string{"port"}, append(httpKeys, append(tlsKeys, execKeys...)...)...), `to a check of type "icmp"`)
 	case CheckExec:
-		v.onlyFor(p, []string{"port", "path", "expect_status", "host", "body_regex", "tls_server_name"}, `to a check of type "exec"`)
+		v.onlyFor(p, append([]string{"port"}, append(httpKeys, tlsKeys...)...), `to a check of type "exec"`)
 		if len(ck.Command) == 0 {
 			v.missing(p+".command", `the program and its arguments, e.g. ["/usr/local/bin/check-app", "--quick"]`)
 		} else if !filepath.IsAbs(ck.Command[0]) {
@@ -499,6 +513,14 @@ func (v *validator) check(p string, ck *Check) {
 	v.intRange(p+".fall", ck.Fall, 1, 100, "")
 	if ck.Path != "" && !strings.HasPrefix(ck.Path, "/") {
 		v.errf(p+".path", "", "%q must start with /", ck.Path)
+	}
+	if ck.BodySHA256 != "" {
+		if b, err := hex.DecodeString(ck.BodySHA256); err != nil || len(b) != sha256.Size {
+			v.errf(p+".body_sha256", "64 hex digits, as printed by sha256sum", "%q is not a SHA-256 digest", ck.BodySHA256)
+		}
+	}
+	if ck.CAFile != "" && !filepath.IsAbs(ck.CAFile) {
+		v.errf(p+".ca_file", "use an absolute path", "%q is relative", ck.CAFile)
 	}
 	if ck.BodyRegex != "" {
 		if _, err := regexp.Compile(ck.BodyRegex); err != nil {

@@ -15,14 +15,28 @@ const DefaultSocket = "/run/hadirector/hadirector.sock"
 
 // Request is what a client sends.
 type Request struct {
-	Cmd string `json:"cmd"` // "status"
+	Cmd string `json:"cmd"` // "status", "drain", "enable", "set-weight"
+	// Service (name or key) and Real (ip or ip:port) name the real server
+	// of drain, enable and set-weight; Weight is set-weight's.
+	Service string `json:"service,omitempty"`
+	Real    string `json:"real,omitempty"`
+	Weight  int    `json:"weight,omitempty"`
 }
 
 // Response is what the daemon answers. Error is set when OK is false.
 type Response struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	OK      bool    `json:"ok"`
+	Error   string  `json:"error,omitempty"`
+	Message string  `json:"message,omitempty"` // what an admin command did
+	Status  *Status `json:"status,omitempty"`
+}
+
+// AdminRequest is an operator's change to a real server.
+type AdminRequest struct {
+	Op      string // "drain", "enable", "set-weight"
+	Service string
+	Real    string
+	Weight  int
 }
 
 // Status is a snapshot of the daemon.
@@ -41,6 +55,28 @@ type Status struct {
 	// Drops counts received VRRP packets that were not acted on, by reason.
 	Drops    map[string]uint64 `json:"drops,omitempty"`
 	Services []ServiceStatus   `json:"services"`
+	// IPVS is the kernel table's keeper; nil when there are no services.
+	IPVS *IPVSStatus `json:"ipvs,omitempty"`
+}
+
+// IPVSStatus says how the kernel table is kept.
+type IPVSStatus struct {
+	Services     int           `json:"services"`     // desired services
+	Destinations int           `json:"destinations"` // desired destinations
+	LastRun      time.Time     `json:"last_run,omitzero"`
+	LastDuration time.Duration `json:"last_duration"`
+	LastFull     time.Time     `json:"last_full,omitzero"` // last full read and drift repair
+	FullRuns     uint64        `json:"full_runs"`
+	ChangeRuns   uint64        `json:"change_runs"`
+	Ops          uint64        `json:"ops"`        // kernel operations made
+	FailedOps    uint64        `json:"failed_ops"` // of which failed (retried)
+	Repairs      uint64        `json:"repairs"`    // entries put back after a change by hand
+	Failed       []string      `json:"failed,omitempty"`
+	// Unowned are kernel services hadirector leaves alone.
+	Unowned []string `json:"unowned,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	// CountersError: the connection counters could not be read.
+	CountersError string `json:"counters_error,omitempty"`
 }
 
 // ReloadStatus is the outcome of the last reload attempt.
@@ -81,16 +117,45 @@ type LinkStatus struct {
 
 // ServiceStatus is one virtual service and its real servers.
 type ServiceStatus struct {
-	Name        string       `json:"name"`
-	Key         string       `json:"key"`
-	Scheduler   string       `json:"scheduler"`
-	Forwarding  string       `json:"forwarding"`
-	RealServers []RealStatus `json:"real_servers"`
+	Name       string `json:"name"`
+	Key        string `json:"key"`
+	Scheduler  string `json:"scheduler"`
+	Forwarding string `json:"forwarding"`
+	// Quorum: the live weight the service needs; LiveWeight what it has.
+	Quorum      int       `json:"quorum"`
+	LiveWeight  int       `json:"live_weight"`
+	QuorumUp    bool      `json:"quorum_up"`
+	QuorumSince time.Time `json:"quorum_since,omitzero"`
+	SorryServer string    `json:"sorry_server,omitempty"`
+	SorryActive bool      `json:"sorry_active,omitempty"`
+	// SorryConns are the sorry server's connection counters.
+	SorryActiveConns   *uint32      `json:"sorry_active_conns,omitempty"`
+	SorryInactiveConns *uint32      `json:"sorry_inactive_conns,omitempty"`
+	RealServers        []RealStatus `json:"real_servers"`
 }
 
 // RealStatus is one real server of a service.
 type RealStatus struct {
-	Address string `json:"address"`
-	Weight  int    `json:"weight"` // configured weight
-	Health  string `json:"health"` // "unchecked" until probes run
+	Address    string `json:"address"`
+	Forwarding string `json:"forwarding"`
+	Weight     int    `json:"weight"` // configured weight
+	// EffectiveWeight is its weight in IPVS now (0 when down or drained);
+	// InTable is false when it is not in IPVS at all (failed, with
+	// on_failure = "remove").
+	EffectiveWeight int  `json:"effective_weight"`
+	InTable         bool `json:"in_table"`
+	// Health: "up", "down", or "unchecked" (no check: counts as up).
+	Health string `json:"health"`
+	// State: up, down, drained, or standby (healthy but the sorry server
+	// has the traffic).
+	State          string    `json:"state"`
+	Drained        bool      `json:"drained,omitempty"`
+	WeightOverride *int      `json:"weight_override,omitempty"`
+	Since          time.Time `json:"since,omitzero"`
+	Check          string    `json:"check,omitempty"`
+	Detail         string    `json:"detail,omitempty"` // the last verdict's reason
+	// ActiveConns and InactiveConns are the kernel's counters (absent when
+	// they could not be read).
+	ActiveConns   *uint32 `json:"active_conns,omitempty"`
+	InactiveConns *uint32 `json:"inactive_conns,omitempty"`
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,13 @@ import (
 type fakeHandler struct{ st *Status }
 
 func (f fakeHandler) Status(context.Context) (*Status, error) { return f.st, nil }
+
+func (f fakeHandler) Admin(_ context.Context, r AdminRequest) (string, error) {
+	if r.Service != "web" {
+		return "", errors.New("no virtual service " + strconv.Quote(r.Service))
+	}
+	return r.Op + " " + r.Real + " " + strconv.Itoa(r.Weight), nil
+}
 
 func serve(t *testing.T, path string) *Server {
 	t.Helper()
@@ -63,9 +71,20 @@ func TestSocketAndRequests(t *testing.T) {
 		{"not json\n", `"error":"bad request: invalid character`},
 		{`{"cmd":"reboot"}` + "\n", `"error":"unknown command \"reboot\""`},
 		{strings.Repeat("x", 70<<10) + "\n", `"error":"bad request`},
+		{`{"cmd":"drain","service":"db","real":"10.0.0.1:80"}` + "\n", `"error":"no virtual service \"db\""`},
 	} {
 		if got := rawCall(t, path, tc.req); !strings.Contains(got, tc.want) || !strings.Contains(got, `"ok":false`) {
 			t.Errorf("request %.20q: answer %q, want %q", tc.req, got, tc.want)
+		}
+	}
+	// Admin commands reach the handler with their arguments.
+	for _, tc := range []struct{ req, want string }{
+		{`{"cmd":"drain","service":"web","real":"10.0.0.1:80"}`, "drain 10.0.0.1:80 0"},
+		{`{"cmd":"set-weight","service":"web","real":"10.0.0.1","weight":7}`, "set-weight 10.0.0.1 7"},
+		{`{"cmd":"enable","service":"web","real":"10.0.0.1"}`, "enable 10.0.0.1 0"},
+	} {
+		if got := rawCall(t, path, tc.req+"\n"); !strings.Contains(got, `"ok":true`) || !strings.Contains(got, `"message":"`+tc.want+`"`) {
+			t.Errorf("request %s: answer %q, want message %q", tc.req, got, tc.want)
 		}
 	}
 	// The daemon still serves after bad requests.

@@ -18,6 +18,8 @@ import (
 // Handler answers requests; the daemon's engine implements it.
 type Handler interface {
 	Status(ctx context.Context) (*Status, error)
+	// Admin carries out drain, enable or set-weight and says what it did.
+	Admin(ctx context.Context, req AdminRequest) (string, error)
 }
 
 // Server serves the control socket.
@@ -128,6 +130,12 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Status: st}
+	case "drain", "enable", "set-weight":
+		msg, err := s.handler.Admin(ctx, AdminRequest{Op: req.Cmd, Service: req.Service, Real: req.Real, Weight: req.Weight})
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Message: msg}
 	default:
 		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hadirector/hadirector/internal/config"
 	"github.com/hadirector/hadirector/internal/control"
+	"github.com/hadirector/hadirector/internal/healthcheck"
 	"github.com/hadirector/hadirector/internal/vrrp"
 )
 
@@ -48,6 +49,18 @@ type Options struct {
 	Now func() time.Time
 	// LinksDown are the interfaces down at start (see LinkState).
 	LinksDown []string
+
+	// Health probes the real servers (nil: nothing is probed and every
+	// real server counts as healthy).
+	Health Health
+	// IPVS keeps the kernel's table (nil: the services are only shown).
+	IPVS Programmer
+	// ReconcilePeriod is how often IPVS is read whole and drift repaired
+	// (default: the config's ipvs.reconcile_period).
+	ReconcilePeriod time.Duration
+	// ServiceHooks is called on the engine goroutine for every real-server
+	// and quorum transition; it must not block.
+	ServiceHooks func(ServiceEvent)
 }
 
 // Engine is the director. Create it with New and start Run in a goroutine;
@@ -88,6 +101,10 @@ type state struct {
 	nextLink time.Time
 	stopping bool
 	scratch  vrrp.Advert
+
+	services []*service // in config order
+	admin    map[adminKey]override
+	ipvs     *ipvsWorker // nil without Options.IPVS
 }
 
 // ErrStopped is returned by calls made when Run is not running.
@@ -102,7 +119,23 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 		opts.Now = time.Now
 	}
 	now := opts.Now()
-	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}, lostAt: map[netip.Addr]time.Time{}}
+	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}, lostAt: map[netip.Addr]time.Time{},
+		admin: map[adminKey]override{}}
+	svcs, err := buildServices(cfg, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	st.services = svcs
+	if opts.IPVS != nil {
+		period := opts.ReconcilePeriod
+		if period <= 0 {
+			period = cfg.IPVS.ReconcilePeriod.D()
+		}
+		if period <= 0 {
+			period = config.DefaultReconcile
+		}
+		st.ipvs = newIPVSWorker(opts.IPVS, period, log)
+	}
 	for _, name := range opts.LinksDown {
 		st.linkDown[name] = true
 	}
@@ -152,6 +185,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	s := e.st
 	e.log.Info("director running", "cluster", s.cfg.Cluster.Name, "instances", len(s.instances), "services", len(s.cfg.Services))
 	now := e.opts.Now()
+	e.startServices(s, now)
+	if s.ipvs != nil {
+		wctx, wcancel := context.WithCancel(ctx)
+		wdone := make(chan struct{})
+		go func() { s.ipvs.run(wctx); close(wdone) }()
+		defer func() { wcancel(); <-wdone }()
+	}
+	var health <-chan healthcheck.Transition
+	if e.opts.Health != nil {
+		health = e.opts.Health.Transitions()
+	}
 	s.nextLink = now // every node keeps its links alive, master or not
 	for _, in := range s.instances {
 		e.track(s, in, now) // a tracked link down at start: Fault, not Backup
@@ -169,6 +213,12 @@ func (e *Engine) Run(ctx context.Context) error {
 			f(s)
 		case p := <-e.packets:
 			e.receive(s, p)
+		case tr, ok := <-health:
+			if !ok {
+				health = nil // the manager closed
+				continue
+			}
+			e.healthChanged(s, tr)
 		case <-timer.C:
 			e.tick(s)
 		}
@@ -441,8 +491,16 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Chang
 			s.lastReload = &control.ReloadStatus{At: e.opts.Now(), Error: err.Error()}
 			return
 		}
+		now := e.opts.Now()
+		next, berr := buildServices(cfg, s.services, now)
+		if berr != nil {
+			err = berr
+			s.lastReload = &control.ReloadStatus{At: now, Error: err.Error()}
+			return
+		}
+		e.reloadServices(s, next, now)
 		changes = diff
-		s.cfg, s.loaded = cfg, e.opts.Now()
+		s.cfg, s.loaded = cfg, now
 		s.reloads++
 		lr := &control.ReloadStatus{At: s.loaded, Applied: true}
 		for _, c := range changes {
@@ -518,13 +576,11 @@ func (e *Engine) snapshot(s *state) *control.Status {
 			st.Drops["engine_queue_full"] = n
 		}
 	}
-	for i := range c.Services {
-		sv := &c.Services[i]
-		ss := control.ServiceStatus{Name: sv.Name, Key: sv.Key(), Scheduler: string(sv.Scheduler), Forwarding: string(sv.Forwarding), RealServers: []control.RealStatus{}}
-		for _, r := range sv.RealServers {
-			ss.RealServers = append(ss.RealServers, control.RealStatus{Address: r.Address.String(), Weight: r.Weight, Health: "unchecked"})
-		}
-		st.Services = append(st.Services, ss)
+	for _, sv := range s.services {
+		st.Services = append(st.Services, e.serviceStatus(s, sv))
+	}
+	if s.ipvs != nil {
+		st.IPVS = s.ipvs.snapshot()
 	}
 	return st
 }

@@ -3,6 +3,7 @@ package ipvs
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -319,6 +320,36 @@ func (k *Kernel) Destinations(s Service) ([]Destination, error) {
 			return nil, fmt.Errorf("ipvs: list destinations of %s: %w", s, err)
 		}
 		out = append(out, d)
+	}
+	return out, nil
+}
+
+// Conns are a destination's connection counters, as ipvsadm -Ln shows them.
+type Conns struct {
+	Active, Inactive uint32
+}
+
+// Counters returns the connection counters of service s's destinations,
+// by address.
+func (k *Kernel) Counters(s Service) (map[netip.AddrPort]Conns, error) {
+	ms, err := serviceToMoby(s, false)
+	var mds []*mobyipvs.Destination
+	if err == nil {
+		err = k.do(func(h *mobyipvs.Handle) (err error) {
+			mds, err = h.GetDestinations(ms)
+			return err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ipvs: counters of %s: %w", s, err)
+	}
+	out := make(map[netip.AddrPort]Conns, len(mds))
+	for _, md := range mds {
+		d, err := destinationFromMoby(md)
+		if err != nil {
+			continue
+		}
+		out[d.Addr] = Conns{Active: uint32(md.ActiveConnections), Inactive: uint32(md.InactiveConnections)}
 	}
 	return out, nil
 }
