@@ -19,8 +19,9 @@ export PATH=$PATH:/usr/local/go/bin
 export GOFLAGS=${GOFLAGS:--mod=readonly}
 FUZZTIME=${FUZZTIME:-10s}
 
-# Packages whose tests run inside the VM (real IPVS).
-VM_PACKAGES=(./internal/ipvs/)
+# Packages whose tests run inside the VM (real IPVS). integration/lvs also
+# needs the daemon, built statically here and passed in as /payload/hadirector.
+VM_PACKAGES=(./internal/ipvs/ ./integration/lvs/)
 
 log() { printf '\n=== %s\n' "$*"; }
 
@@ -62,10 +63,19 @@ stage_scenarios() {
 stage_vm() {
 	log "IPVS tests in the VM"
 	integration/vm/build-image.sh
+	# The guest cannot build: the daemon under test (integration/lvs) goes
+	# in as a payload. go-exec.sh copies it into every package's VM.
+	local payload rc=0
+	payload=$(mktemp -d)
+	CGO_ENABLED=0 go build -o "$payload/hadirector" ./cmd/hadirector || rc=$?
 	# Inside the VM HADIRECTOR_VMTEST=1 is set, and a kernel test that finds
-	# no IPVS there fails instead of skipping; a VM that does not boot fails
-	# the package (go-exec.sh exits 124/125).
-	CGO_ENABLED=0 go test -count=1 -timeout 15m -exec "$PWD/integration/vm/go-exec.sh" -v "${VM_PACKAGES[@]}"
+	# no IPVS there (or integration/lvs without the daemon) fails instead of
+	# skipping; a VM that does not boot fails the package (go-exec.sh exits
+	# 124/125).
+	((rc)) || HADIRECTOR_VM_PAYLOAD="$payload/hadirector" CGO_ENABLED=0 \
+		go test -count=1 -timeout 15m -exec "$PWD/integration/vm/go-exec.sh" -v "${VM_PACKAGES[@]}" || rc=$?
+	rm -rf "$payload"
+	return "$rc"
 }
 
 stage_fuzz() {

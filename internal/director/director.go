@@ -103,6 +103,7 @@ type state struct {
 	scratch  vrrp.Advert
 
 	services []*service // in config order
+	targets  map[healthcheck.TargetID]targetRef
 	admin    map[adminKey]override
 	ipvs     *ipvsWorker // nil without Options.IPVS
 }

@@ -190,17 +190,25 @@ func (e *Engine) serviceEvent(ev ServiceEvent) {
 }
 
 func (s *state) findTarget(id healthcheck.TargetID) (*service, *real) {
-	for _, sv := range s.services {
-		if !strings.HasPrefix(string(id), sv.key+" ") {
-			continue
-		}
-		for _, r := range sv.reals {
-			if r.target == id {
-				return sv, r
+	if s.targets == nil {
+		s.targets = map[healthcheck.TargetID]targetRef{}
+		for _, sv := range s.services {
+			for _, r := range sv.reals {
+				if r.target != "" {
+					s.targets[r.target] = targetRef{sv, r}
+				}
 			}
 		}
 	}
-	return nil, nil
+	t := s.targets[id]
+	return t.svc, t.real
+}
+
+// targetRef finds a probe's real server (state.targets, built on first
+// use after each start or reload).
+type targetRef struct {
+	svc  *service
+	real *real
 }
 
 // reloadServices moves the running services to cfg: probes added, updated
@@ -259,7 +267,7 @@ func (e *Engine) reloadServices(s *state, next []*service, now time.Time) {
 			s.ipvs.remove(k)
 		}
 	}
-	s.services = next
+	s.services, s.targets = next, nil
 	for _, sv := range next {
 		e.serviceChanged(s, sv, now)
 	}
