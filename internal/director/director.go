@@ -191,7 +191,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		wctx, wcancel := context.WithCancel(ctx)
 		wdone := make(chan struct{})
 		go func() { s.ipvs.run(wctx); close(wdone) }()
-		defer func() { wcancel(); <-wdone }()
+		defer func() {
+			// A full read of a large table can take seconds: do not hold
+			// the daemon's exit for it (the kernel keeps what was written).
+			wcancel()
+			select {
+			case <-wdone:
+			case <-time.After(2 * time.Second):
+				e.log.Warn("IPVS worker still busy at exit; not waiting for it")
+			}
+		}()
 	}
 	var health <-chan healthcheck.Transition
 	if e.opts.Health != nil {
