@@ -507,15 +507,9 @@ func (w *ipvsWorker) record(res ipvs.Result, full bool) {
 		st.Unowned = append(st.Unowned, k.String())
 	}
 	st.Error = ""
-	if res.Err != nil {
+	if res.Err != nil { // failed operations and repairs the reconciler logs itself
 		st.Error = res.Err.Error()
 		w.log.Error("IPVS", "err", res.Err)
-	}
-	for _, f := range res.Failed {
-		w.log.Warn("IPVS operation failed (retried every period)", "op", f.Op.String(), "err", f.Err)
-	}
-	for _, op := range res.Repaired {
-		w.log.Warn("IPVS drift repaired: an entry had been changed by hand", "op", op.String())
 	}
 }
 

@@ -365,7 +365,7 @@ func (r *Reconciler) execute(ops []Op, model *Table, res *Result, repair func(Op
 		}
 		if err != nil {
 			res.Failed = append(res.Failed, OpError{op, err})
-			r.log.Warn("IPVS operation failed", "op", op.String(), "err", err)
+			r.log.Warn("IPVS operation failed (retried at the next run)", "op", op.String(), "err", err)
 			if op.Kind == OpAddService {
 				if notCreated == nil {
 					notCreated = make(map[ServiceKey]error)
@@ -379,7 +379,7 @@ func (r *Reconciler) execute(ops []Op, model *Table, res *Result, repair func(Op
 		}
 		if repair != nil && repair(op) {
 			res.Repaired = append(res.Repaired, op)
-			r.log.Info("IPVS drift repaired", "op", op.String())
+			r.log.Warn("IPVS drift repaired: the entry had been changed by hand", "op", op.String())
 		}
 		applyOp(model, op)
 		if op.Kind == OpDelService {
