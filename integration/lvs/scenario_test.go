@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,7 +165,14 @@ func TestQuorumSorryServer(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			ctx := scenarioContext(t)
 			b := lvs.New(t, lvs.Options{Mode: mode, Sorry: true})
-			d := startMaster(ctx, t, b, b.Config(lvs.ConfigOptions{SorryServer: true, Quorum: 2}))
+			hookDir := t.TempDir()
+			hookLog := filepath.Join(hookDir, "events")
+			hook := filepath.Join(hookDir, "notify")
+			script := "#!/bin/bash\necho \"$1|$2|$3|$4|$HADIRECTOR_REAL\" >> " + hookLog + "\n"
+			if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			d := startMaster(ctx, t, b, b.Config(lvs.ConfigOptions{SorryServer: true, Quorum: 2, ServiceExtra: fmt.Sprintf("notify = %q", hook)}))
 			svc, vip := httpService(b), b.VIPPort(lvs.HTTPPort)
 			waitWeights(ctx, t, b, svc, "every real server at weight 1", allAt(b, lvs.HTTPPort, 1))
 			sorry := netip.AddrPortFrom(b.SorryAddr(), lvs.HTTPPort)
@@ -197,6 +207,31 @@ func TestQuorumSorryServer(t *testing.T) {
 			})
 			if tally := b.Tally(ctx, vip, 20); !balanced(tally, "rs1", "rs3") {
 				t.Errorf("quorum regained: %v; want rs1 and rs3", tally)
+			}
+			// The service's notify program heard every transition, with
+			// keepalived-style arguments: TYPE NAME STATE WEIGHT (the weight
+			// the real server counts for; a service's live weight).
+			r1, r2 := realAddr(b, 1, lvs.HTTPPort).String(), realAddr(b, 2, lvs.HTTPPort).String()
+			want := []string{
+				"REAL_SERVER|http " + r1 + "|DOWN|0|" + r1,
+				"REAL_SERVER|http " + r2 + "|DOWN|0|" + r2,
+				"SERVICE|http|DOWN|1|",
+				"REAL_SERVER|http " + r1 + "|UP|1|" + r1,
+				"SERVICE|http|UP|2|",
+			}
+			var got []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				b, _ := os.ReadFile(hookLog)
+				if got = strings.Split(strings.TrimSpace(string(b)), "\n"); len(got) >= len(want) {
+					break
+				}
+			}
+			// Hooks of one name run in order; different names (a real
+			// server and its service) may finish in either order.
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("notify hook calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		})
 	}

@@ -50,7 +50,8 @@ type ServiceEvent struct {
 	// State: a real server is "UP" or "DOWN"; a quorum "UP" (regained) or
 	// "DOWN" (lost).
 	State string
-	// Weight: the real server's weight in IPVS now, or the service's live
+	// Weight: what the real server counts for toward the quorum (its
+	// weight when up, 0 when down or drained), or the service's live
 	// weight for a quorum event.
 	Weight int
 	Detail string
@@ -153,8 +154,12 @@ func (e *Engine) healthChanged(s *state, tr healthcheck.Transition) {
 	if tr.From != tr.To {
 		e.log.Info("real server "+strings.ToLower(tr.To.String()), "service", sv.cfg.Name, "real", r.cfg.Address.String(),
 			"detail", tr.Detail, "weight", after.Weight, "in_table", present)
+		w := 0 // what it counts for toward the quorum
+		if r.live(o) {
+			w = r.weight(o)
+		}
 		e.serviceEvent(ServiceEvent{Service: sv.cfg.Name, Key: sv.key, Real: r.cfg.Address.String(),
-			State: strings.ToUpper(tr.To.String()), Weight: after.Weight, Detail: tr.Detail, At: now})
+			State: strings.ToUpper(tr.To.String()), Weight: w, Detail: tr.Detail, At: now})
 	} else if before.Weight != after.Weight {
 		e.log.Info("real server weight", "service", sv.cfg.Name, "real", r.cfg.Address.String(), "weight", after.Weight)
 	}
