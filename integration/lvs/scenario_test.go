@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hadirector/hadirector/integration/lvs"
+	"github.com/hadirector/hadirector/integration/netlab"
 	"github.com/hadirector/hadirector/internal/control"
 	"github.com/hadirector/hadirector/internal/ipvs"
 )
@@ -36,7 +37,12 @@ func realAddr(b *lvs.Bed, i, port int) netip.AddrPort {
 // address ("absent" destinations are missing from the map).
 func weights(t *testing.T, b *lvs.Bed, key ipvs.ServiceKey) map[netip.AddrPort]int {
 	t.Helper()
-	k, err := b.Kernel(b.LB1())
+	return weightsOn(t, b, b.LB1(), key)
+}
+
+func weightsOn(t *testing.T, b *lvs.Bed, director *netlab.Node, key ipvs.ServiceKey) map[netip.AddrPort]int {
+	t.Helper()
+	k, err := b.Kernel(director)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,15 +61,20 @@ func weights(t *testing.T, b *lvs.Bed, key ipvs.ServiceKey) map[netip.AddrPort]i
 // how long that took.
 func waitWeights(ctx context.Context, t *testing.T, b *lvs.Bed, key ipvs.ServiceKey, what string, ok func(map[netip.AddrPort]int) bool) time.Duration {
 	t.Helper()
+	return waitWeightsOn(ctx, t, b, b.LB1(), key, what, ok)
+}
+
+func waitWeightsOn(ctx context.Context, t *testing.T, b *lvs.Bed, director *netlab.Node, key ipvs.ServiceKey, what string, ok func(map[netip.AddrPort]int) bool) time.Duration {
+	t.Helper()
 	start := time.Now()
 	for {
-		w := weights(t, b, key)
+		w := weightsOn(t, b, director, key)
 		if ok(w) {
 			return time.Since(start)
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("kernel never showed %s; weights now %v", what, w)
+			t.Fatalf("%s's kernel never showed %s; weights now %v", director.Name(), what, w)
 		case <-time.After(time.Millisecond):
 		}
 	}
@@ -132,6 +143,36 @@ func TestHealthDrivesIPVS(t *testing.T) {
 				t.Errorf("after revival: %v; want rs1, rs2, rs3 evenly", tally)
 			}
 		})
+	}
+}
+
+// TestBothDirectorsProgram: the backup keeps IPVS as the master does, so a
+// failover only moves the VIP.
+func TestBothDirectorsProgram(t *testing.T) {
+	lvs.NeedIPVS(t)
+	lvs.DaemonBinary(t)
+	ctx := scenarioContext(t)
+	b := lvs.New(t, lvs.Options{Mode: lvs.DR, Directors: 2})
+	cfg := b.Config(lvs.ConfigOptions{})
+	d1 := b.StartDaemon(ctx, t, b.LBs[0], cfg)
+	d2 := b.StartDaemon(ctx, t, b.LBs[1], cfg)
+	if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+		t.Fatal(err)
+	}
+	svc := httpService(b)
+	rs2 := realAddr(b, 2, lvs.HTTPPort)
+	for _, lb := range b.LBs {
+		waitWeightsOn(ctx, t, b, lb, svc, "every real server at weight 1", allAt(b, lvs.HTTPPort, 1))
+	}
+	b.Server("rs2").Kill()
+	for _, lb := range b.LBs {
+		waitWeightsOn(ctx, t, b, lb, svc, "rs2 at 0", func(w map[netip.AddrPort]int) bool { return w[rs2] == 0 })
+	}
+	if ok, _ := lvs.HasAddr(b.LBs[1], "eth0", b.VIP()); ok {
+		t.Error("the backup holds the VIP")
 	}
 }
 
