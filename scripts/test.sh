@@ -21,7 +21,7 @@ FUZZTIME=${FUZZTIME:-10s}
 
 # Packages whose tests run inside the VM (real IPVS). integration/lvs also
 # needs the daemon, built statically here and passed in as /payload/hadirector.
-VM_PACKAGES=(./internal/ipvs/ ./integration/lvs/)
+VM_PACKAGES=(./internal/ipvs/ ./internal/connsync/ ./integration/lvs/)
 
 log() { printf '\n=== %s\n' "$*"; }
 

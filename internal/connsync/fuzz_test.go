@@ -1,0 +1,91 @@
+package connsync
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hadirector/hadirector/internal/ipvs"
+)
+
+// FuzzDecode checks that Decode never panics and that whatever it decodes,
+// whole or up to a fault, encodes and decodes back to the same entries.
+//
+//	go test -run '^$' -fuzz FuzzDecode -fuzztime 60s ./internal/connsync/
+func FuzzDecode(f *testing.F) {
+	for _, m := range fuzzSeeds() {
+		b, err := Encode(&m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint8(0), uint16(0))
+	}
+	for _, b := range kernelCaptures(f) {
+		f.Add(b, uint8(5), uint16(1472))
+	}
+	pe := tcpEst
+	pe.opts = []byte{optPEData, 2, 'h', 'i', optPEName, 3, 's', 'i', 'p', 0x49, 1, 0}
+	unknown := tcpEst
+	unknown.opts = []byte{9, 1, 0}
+	f.Add(msg1(5, pe.bytes(), unknown.bytes(), tcpEst.bytes()), uint8(5), uint16(1500))
+	f.Add([]byte{1, 5, 0, 28, 0, 6, 0, 1, 0, 2, 0, 3, 10, 0, 0, 1, 10, 0, 0, 2, 10, 0, 0, 3, 0, 0, 0, 1}, uint8(0), uint16(0))
+	f.Add([]byte{0, 1, 0, 4}, uint8(1), uint16(0))
+
+	f.Fuzz(func(t *testing.T, b []byte, syncID uint8, maxLen uint16) {
+		var m Message
+		err := Decoder{SyncID: syncID, MaxLen: int(maxLen)}.Decode(b, &m)
+		r := Reason(err)
+		if (err == nil) != (r == DropNone) || r == DropUnknown || r >= DropUnknownOption {
+			t.Fatalf("Decode error %v has reason %v", err, r)
+		}
+		for i, c := range m.Conns {
+			if c.Skip != DropNone && c.Skip < DropUnknownOption {
+				t.Fatalf("entry %d skipped with message-level reason %v", i, c.Skip)
+			}
+		}
+		if len(m.Conns) > 255 {
+			t.Fatalf("%d entries", len(m.Conns))
+		}
+
+		enc, err := Encode(&m)
+		if err != nil {
+			t.Fatalf("Encode of a decoded message: %v", err)
+		}
+		var m2 Message
+		if err := Decode(enc, &m2); err != nil {
+			t.Fatalf("Decode(Encode(m)): %v", err)
+		}
+		if m2.Version != m.Version || m2.SyncID != m.SyncID || len(m2.Conns) != len(m.Conns) {
+			t.Fatalf("round trip: version %d/%d, sync ID %d/%d, %d/%d entries",
+				m2.Version, m.Version, m2.SyncID, m.SyncID, len(m2.Conns), len(m.Conns))
+		}
+		for i := range m.Conns {
+			want := m.Conns[i]
+			if want.Skip == DropUnknownOption {
+				// Encode drops the unknown option, so the entry is then
+				// judged on its other merits.
+				want.Skip = want.check()
+			}
+			if !reflect.DeepEqual(m2.Conns[i], want) {
+				t.Fatalf("round trip of entry %d:\n got %+v\nwant %+v", i, m2.Conns[i], want)
+			}
+		}
+	})
+}
+
+func fuzzSeeds() []Message {
+	v6 := Conn{Family: ipvs.IPv6, Protocol: ipvs.UDP, Flags: 3, Client: ap("[2001:db8::1]:5353"),
+		Virtual: ap("[2001:db8::100]:53"), Real: ap("[2001:db8:1::2]:53"), Timeout: 300 * time.Second,
+		HasSeq: true, InSeq: Seq{1, 2, 3}, OutSeq: Seq{4, 5, 6}}
+	tpl := Conn{Family: ipvs.IPv4, Flags: FlagTemplate | 3, State: 1, Client: ap("192.0.2.0:0"),
+		Virtual: ap("0.0.0.42:0"), Real: ap("198.51.100.7:0"), FWMark: 42, Timeout: 360 * time.Second,
+		PEData: []byte("call-1"), PEName: []byte("sip")}
+	v0 := conn4
+	v0.Timeout, v0.Flags, v0.HasSeq, v0.InSeq = 0, FlagInSeq, true, Seq{9, 8, 7}
+	return []Message{
+		{Version: 1, SyncID: 1},
+		{Version: 1, SyncID: 7, Conns: []Conn{conn4}},
+		{Version: 1, SyncID: 7, Conns: []Conn{tpl, v6, conn4}},
+		{Version: 0, SyncID: 3, Conns: []Conn{v0, conn4}},
+	}
+}
