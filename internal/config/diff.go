@@ -20,7 +20,7 @@ const (
 // applies: one node, link, VRRP instance, virtual service or real server.
 type Change struct {
 	Op      Op
-	Section string // cluster, node, link, vrrp_instance, virtual_service, real_server, sync
+	Section string // cluster, node, link, vrrp_instance, sync_group, virtual_service, real_server, ipvs, sync
 	// ID names the item: a node, link or instance name; a service key
 	// (tcp/192.0.2.100:80, fwmark/1/inet); "SERVICE-KEY ADDRESS" for a real
 	// server. Items are matched by ID, so renaming an instance is a removal
@@ -54,6 +54,10 @@ func Diff(old, new *Config) []Change {
 	out = append(out, diffItems("node", old.Nodes, new.Nodes, func(n *Node) string { return n.Name })...)
 	out = append(out, diffItems("link", old.Links, new.Links, func(l *Link) string { return l.Name })...)
 	out = append(out, diffItems("vrrp_instance", old.Instances, new.Instances, func(i *Instance) string { return i.Name })...)
+	out = append(out, diffItems("sync_group", old.SyncGroups, new.SyncGroups, func(g *SyncGroup) string { return g.Name })...)
+	if f := changedFields(old.IPVS, new.IPVS); len(f) > 0 {
+		out = append(out, Change{Op: Changed, Section: "ipvs", Fields: f})
+	}
 	out = append(out, diffItems("virtual_service", old.Services, new.Services, (*VirtualService).Key, "real_server")...)
 	oldSvc := index(old.Services, (*VirtualService).Key)
 	for i := range new.Services {

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -469,46 +470,67 @@ func (e *Engine) Alive(ctx context.Context) error {
 	return e.do(ctx, func(*state) {})
 }
 
-// VRRPChanged says whether a reload from old to new would change the VRRP
-// side (nodes, links, instances). Reload applies changes to
-// virtual services; a changed election needs a restart for now.
-func VRRPChanged(changes []config.Change) []string {
+// inPlaceFields are the keys of a VRRP instance that a reload changes in
+// the running state machine; every other change to the election (nodes'
+// interfaces, links, instances added or removed, VIPs, interfaces, VRIDs,
+// unicast peers, tracked interfaces, sync groups) needs a restart, because
+// it changes sockets, addresses or watches built at start.
+var inPlaceFields = []string{"priority", "advert_interval", "preempt", "preempt_delay", "notify", "notify_timeout"}
+
+// restartNeeded lists the changes a reload cannot apply to running
+// instances.
+func restartNeeded(changes []config.Change) []string {
 	var out []string
 	for _, c := range changes {
 		switch c.Section {
-		case "node", "link", "vrrp_instance":
+		case "node", "vrrp_instance":
+			if c.Op == config.Changed && !slices.ContainsFunc(c.Fields, func(f string) bool { return !slices.Contains(inPlaceFields, f) }) {
+				continue
+			}
 			out = append(out, c.String())
+		case "link", "sync_group":
+			out = append(out, c.String())
+		case "ipvs":
+			if slices.Contains(c.Fields, "state_file") {
+				out = append(out, c.String())
+			}
 		}
 	}
 	return out
 }
 
-// Reload applies a new, already validated config. It is refused (and the
-// running config kept) when this node is not in it, or when it changes the
-// election while instances run. It returns what changed.
+// Reload applies a new, already validated config: services by their
+// difference, and to running VRRP instances their priority, advert
+// interval, preempt settings and hooks. It is refused whole (the running
+// config kept) when this node is not in it, or when it changes the election
+// in a way only a restart can apply. It returns what changed.
 func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Change, error) {
 	var changes []config.Change
 	var err error
 	derr := e.do(ctx, func(s *state) {
 		diff := config.Diff(s.cfg, cfg)
-		switch election := VRRPChanged(diff); {
+		now := e.opts.Now()
+		switch restart := restartNeeded(diff); {
 		case cfg.Node(e.node) == nil:
 			err = fmt.Errorf("node %q is not in the new config; nodes there: %v", e.node, cfg.NodeNames())
-		case len(s.instances) > 0 && len(election) > 0:
-			err = fmt.Errorf("the new config changes the election (%v); reload does not apply that yet: restart the daemon", election)
+		case len(s.instances) > 0 && len(restart) > 0:
+			err = fmt.Errorf("the new config changes what a reload cannot apply (%s): restart the daemon for that", strings.Join(restart, "; "))
+		}
+		// (A priority to or from 255 cannot get here: validation ties it to
+		// owning the VIPs, and changing VIPs or addresses needs a restart.)
+		var next []*service
+		if err == nil {
+			next, err = buildServices(cfg, s.services, now)
 		}
 		if err != nil {
-			s.lastReload = &control.ReloadStatus{At: e.opts.Now(), Error: err.Error()}
-			return
-		}
-		now := e.opts.Now()
-		next, berr := buildServices(cfg, s.services, now)
-		if berr != nil {
-			err = berr
 			s.lastReload = &control.ReloadStatus{At: now, Error: err.Error()}
 			return
 		}
+		e.reloadInstances(s, cfg, now)
 		e.reloadServices(s, next, now)
+		if s.ipvs != nil {
+			s.ipvs.setPeriod(cfg.IPVS.ReconcilePeriod.D())
+		}
 		changes = diff
 		s.cfg, s.loaded = cfg, now
 		s.reloads++
@@ -522,6 +544,32 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Chang
 		return nil, derr
 	}
 	return changes, err
+}
+
+// reloadInstances points the running instances at cfg and hands their
+// machines the settings that may change in place.
+func (e *Engine) reloadInstances(s *state, cfg *config.Config, now time.Time) {
+	for _, in := range s.instances {
+		for i := range cfg.Instances {
+			nc := &cfg.Instances[i]
+			if nc.Name != in.cfg.Name {
+				continue
+			}
+			in.cfg = nc
+			in.advert.Interval = nc.AdvertInterval.D()
+			e.apply(s, in, in.machine.Step(vrrp.Reconfigure{
+				Priority: uint8(cfg.PriorityOf(nc, e.node)), AdvertInterval: nc.AdvertInterval.D(),
+				Preempt: nc.Preempt, PreemptDelay: nc.PreemptDelay.D(),
+			}, now), now)
+		}
+	}
+	for _, g := range s.groups {
+		for i := range cfg.SyncGroups {
+			if cfg.SyncGroups[i].Name == g.cfg.Name {
+				g.cfg = &cfg.SyncGroups[i]
+			}
+		}
+	}
 }
 
 // RefuseReload records a reload that did not pass validation, for status.

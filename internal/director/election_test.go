@@ -451,3 +451,55 @@ func TestStaleAdvertAfterPeerLost(t *testing.T) {
 	lb2.e.Deliver(Packet{Interface: "eth0", Src: src, Dst: group, Payload: b, At: time.Now()})
 	waitFor(t, "lb2 yields to a live lb1", func() bool { return stateOf(t, lb2) == "BACKUP" })
 }
+
+// TestReloadElection: a reload changes priority and advert interval of
+// running instances in place (a raised backup preempts), and refuses, whole,
+// what needs a restart.
+func TestReloadElection(t *testing.T) {
+	n := &fakeNet{engines: map[netip.Addr]*Engine{}}
+	tl := &timeline{held: map[string]bool{}}
+	lb1 := startEngine(t, n, tl, "lb1", "10.0.0.1")
+	lb2 := startEngine(t, n, tl, "lb2", "10.0.0.2")
+	waitFor(t, "lb1 MASTER", func() bool { return stateOf(t, lb1) == "MASTER" && stateOf(t, lb2) == "BACKUP" })
+	ctx := context.Background()
+
+	raised := strings.Replace(pairCluster, "name = \"lb2\"\npriority = 100", "name = \"lb2\"\npriority = 200", 1)
+	changes, err := lb2.e.Reload(ctx, parse(t, raised))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].String() != "changed node lb2: priority" {
+		t.Errorf("changes %v", changes)
+	}
+	waitFor(t, "lb2 preempts", func() bool { return stateOf(t, lb2) == "MASTER" && stateOf(t, lb1) == "BACKUP" })
+	st, _ := lb2.e.Status(ctx)
+	if st.Instances[0].Priority != 200 {
+		t.Errorf("lb2 priority %d after reload", st.Instances[0].Priority)
+	}
+
+	slower := strings.Replace(raised, `advert_interval = "20ms"`, `advert_interval = "30ms"`, 1)
+	if _, err := lb2.e.Reload(ctx, parse(t, slower)); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = lb2.e.Status(ctx)
+	if st.Instances[0].AdvertInterval != 30*time.Millisecond {
+		t.Errorf("advert interval %v after reload", st.Instances[0].AdvertInterval)
+	}
+
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"VIPs", `vips = ["10.0.0.100/24"]`, `vips = ["10.0.0.101/24"]`, "changed vrrp_instance VI_1: vips"},
+		{"link", `type = "udp"`, "type = \"udp\"\nport = 7000", "changed link hb: port"},
+	} {
+		bad := strings.Replace(slower, tc.from, tc.to, 1)
+		if bad == slower {
+			t.Fatalf("%s: the replacement did not apply", tc.name)
+		}
+		if _, err := lb2.e.Reload(ctx, parse(t, bad)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: reload error %v; want one naming %q", tc.name, err, tc.want)
+		}
+		st, _ = lb2.e.Status(ctx)
+		if st.Instances[0].Priority != 200 || st.Instances[0].VIPs[0] != "10.0.0.100/24" || st.LastReload.Applied {
+			t.Errorf("%s: a refused reload changed the running state: %+v", tc.name, st.Instances[0])
+		}
+	}
+}

@@ -441,6 +441,16 @@ func (w *ipvsWorker) set(svc ipvs.Service, dests []ipvs.Destination) {
 	w.poke()
 }
 
+// setPeriod changes the full-run period from the next run on.
+func (w *ipvsWorker) setPeriod(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.period = d
+}
+
 // remove deletes a service from the desired table.
 func (w *ipvsWorker) remove(k ipvs.ServiceKey) {
 	w.mu.Lock()
@@ -474,7 +484,9 @@ func (w *ipvsWorker) run(ctx context.Context) {
 		w.mu.Unlock()
 		if isFull {
 			w.record(w.prog.Apply(snap), true)
+			w.mu.Lock()
 			full.Reset(w.period)
+			w.mu.Unlock()
 		} else {
 			w.record(w.prog.ApplyChanges(snap), false)
 		}

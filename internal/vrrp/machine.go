@@ -87,6 +87,17 @@ type (
 // (negative lowers the priority). It never changes an owner's 255.
 type PriorityDelta struct{ Delta int }
 
+// Reconfigure changes the settings a reload may change in place: the
+// configured priority (never to or from 255: ownership is not reloaded),
+// the advert interval, preempt and preempt delay. A master announces a
+// changed priority or interval at once.
+type Reconfigure struct {
+	Priority       uint8
+	AdvertInterval time.Duration
+	Preempt        bool
+	PreemptDelay   time.Duration
+}
+
 // MasterLost says a liveness channel saw the master's process die (its
 // kernel closed the connection): the master will send no more adverts, so a
 // backup need not wait out Master_Down_Interval.
@@ -114,6 +125,7 @@ func (Tick) event()          {}
 func (LinkDown) event()      {}
 func (LinkUp) event()        {}
 func (PriorityDelta) event() {}
+func (Reconfigure) event()   {}
 func (MasterLost) event()    {}
 
 // Action is an output of Step, for the driver to carry out in order.
@@ -285,6 +297,22 @@ func (m *Machine) Step(e Event, now time.Time) []Action {
 		if m.state == Master && !m.stopping && m.Priority() != before {
 			out.add(SendAdvert{m.Priority()})
 			m.adverTimer = now.Add(m.cfg.AdvertInterval)
+		}
+	case Reconfigure:
+		before, interval := m.Priority(), m.cfg.AdvertInterval
+		if (e.Priority == 255) == (m.cfg.Priority == 255) {
+			m.cfg.Priority = e.Priority
+		}
+		m.cfg.AdvertInterval, m.cfg.Preempt, m.cfg.PreemptDelay = e.AdvertInterval, e.Preempt, e.PreemptDelay
+		if !m.cfg.Preempt {
+			m.preemptAt = time.Time{}
+		}
+		if m.state == Master && !m.stopping {
+			m.masterAdverInterval = m.cfg.AdvertInterval
+			if m.Priority() != before || m.cfg.AdvertInterval != interval {
+				out.add(SendAdvert{m.Priority()})
+				m.adverTimer = now.Add(m.cfg.AdvertInterval)
+			}
 		}
 	case MasterLost:
 		if m.state == Backup && m.master.IsValid() && e.Master == m.master {

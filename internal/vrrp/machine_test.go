@@ -208,6 +208,29 @@ func TestScenarios(t *testing.T) {
 			{4 * time.Second, PriorityDelta{-60}, "advert(40)", Master},
 			{4*time.Second + 10*time.Millisecond, from(low, advert(90, adv1s)), "advert(40) MASTER->BACKUP release", Backup},
 		}},
+		{"reconfigure as master: a new priority and interval are advertised at once, and preempt off holds", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+			{4 * time.Second, Reconfigure{Priority: 120, AdvertInterval: 500 * time.Millisecond, Preempt: true}, "advert(120)", Master},
+			{4*time.Second + 500*time.Millisecond, Tick{}, "advert(120)", Master},
+			{5 * time.Second, Reconfigure{Priority: 120, AdvertInterval: 500 * time.Millisecond, Preempt: true}, "", Master}, // nothing changed
+			{5*time.Second + 100*time.Millisecond, Reconfigure{Priority: 80, AdvertInterval: 500 * time.Millisecond, Preempt: true}, "advert(80)", Master},
+			{5*time.Second + 200*time.Millisecond, from(low, advert(90, adv1s)), "advert(80) MASTER->BACKUP release", Backup},
+		}},
+		{"reconfigure as backup: a raised priority preempts (by the timer, as RFC 5798 does)", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{time.Second, from(high, advert(150, adv1s)), "", Backup},
+			{1500 * time.Millisecond, Reconfigure{Priority: 200, AdvertInterval: adv1s, Preempt: true}, "", Backup},
+			{2 * time.Second, from(high, advert(150, adv1s)), "", Backup}, // a lower master now: ignored
+			// Master_Down_Timer, set by the last accepted advert at 1s (at
+			// priority 100's skew), runs out: preemption.
+			{time.Second + 3*adv1s + 156*adv1s/256, Tick{}, "BACKUP->MASTER advert(200) take", Master},
+		}},
+		{"reconfigure never moves to or from address owner", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+			{4 * time.Second, Reconfigure{Priority: 255, AdvertInterval: adv1s, Preempt: true}, "", Master},
+		}},
 		{"master lost: a backup takes over at once, but only for the current master", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{time.Second, from(high, advert(200, adv1s)), "", Backup},
