@@ -259,6 +259,8 @@ type Check struct {
 	// the system's.
 	VerifyTLS bool   `toml:"verify_tls"`
 	CAFile    string `toml:"ca_file"`
+	// KeepAlive reuses one HTTP connection from probe to probe.
+	KeepAlive bool `toml:"keepalive"`
 	// Exec: argv of a program; exit status 0 means healthy. With
 	// DynamicWeight, 2..255 means healthy with weight status-2.
 	Command       []string `toml:"command"`

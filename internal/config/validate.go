@@ -476,7 +476,7 @@ func (v *validator) realServers(p string, s *VirtualService) {
 
 // Keys that belong to one kind of check.
 var (
-	httpKeys = []string{"path", "expect_status", "host", "body_regex", "body_sha256"}
+	httpKeys = []string{"path", "expect_status", "host", "body_regex", "body_sha256", "keepalive"}
 	tlsKeys  = []string{"tls_server_name", "verify_tls", "ca_file"}
 	execKeys = []string{"command", "dynamic_weight"}
 )

@@ -291,7 +291,7 @@ func checkSpec(c *config.Check, rs config.Endpoint) (healthcheck.Spec, error) {
 		h := healthcheck.HTTPSpec{
 			Addr: addr, TLS: c.Type == config.CheckHTTPS, Path: c.Path, Host: c.Host,
 			BodyRegex: c.BodyRegex, BodySHA256: c.BodySHA256, ServerName: c.TLSServerName,
-			VerifyTLS: c.VerifyTLS, CAFile: c.CAFile,
+			VerifyTLS: c.VerifyTLS, CAFile: c.CAFile, KeepAlive: c.KeepAlive,
 		}
 		for _, r := range c.ExpectStatus {
 			h.ExpectStatus = append(h.ExpectStatus, healthcheck.StatusRange{Lo: r.Lo, Hi: r.Hi})

@@ -34,7 +34,8 @@ import (
 // (the worst case for memory: every check in flight for its whole timeout).
 // HADIRECTOR_BENCH_TARGETS overrides the number of targets,
 // HADIRECTOR_BENCH_INTERVAL the interval (default 1s; timeout min(interval, 1s)),
-// HADIRECTOR_BENCH_QUANTUM the scheduler's quantum (Options.Quantum), and
+// HADIRECTOR_BENCH_QUANTUM the scheduler's quantum (Options.Quantum),
+// HADIRECTOR_BENCH_KEEPALIVE=1 probes over kept-alive connections, and
 // HADIRECTOR_BENCH_CPUPROFILE names a file for a CPU profile of the window.
 const (
 	benchEnv       = "HADIRECTOR_BENCH"
@@ -201,6 +202,7 @@ func TestProbeScale(t *testing.T) {
 	m := NewManager(opts)
 	defer m.Close()
 	silent := os.Getenv("HADIRECTOR_BENCH_SILENT") == "1"
+	keepAlive := os.Getenv("HADIRECTOR_BENCH_KEEPALIVE") == "1"
 	want := StateUp
 	if silent {
 		want = StateDown
@@ -217,7 +219,7 @@ func TestProbeScale(t *testing.T) {
 	addStart := time.Now()
 	for i := range n {
 		spec := Spec{
-			Check:    HTTPSpec{Addr: benchAddr(i), Path: "/health"},
+			Check:    HTTPSpec{Addr: benchAddr(i), Path: "/health", KeepAlive: keepAlive},
 			Interval: interval, Timeout: min(interval, time.Second), Rise: 2, Fall: 3,
 		}
 		if err := m.Add(TargetID(benchAddr(i).String()), spec); err != nil {

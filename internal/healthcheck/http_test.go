@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -102,18 +103,94 @@ func TestHTTPCheck(t *testing.T) {
 		{"refused", HTTPSpec{Addr: refused}, false, "connect: connection refused"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if !tc.spec.Addr.IsValid() {
-				tc.spec.Addr = addr
+		for _, keep := range []bool{false, true} {
+			name := tc.name
+			if keep {
+				name += "/keepalive"
 			}
-			res, took := runCheck(t, newChecker(t, tc.spec, nil), time.Second)
-			wantResult(t, res, tc.ok, tc.detail)
-			wantWithin(t, took, time.Second)
-			if res.Duration <= 0 {
-				t.Errorf("Duration %v", res.Duration)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				if !tc.spec.Addr.IsValid() {
+					tc.spec.Addr = addr
+				}
+				tc.spec.KeepAlive = keep
+				c := newChecker(t, tc.spec, nil)
+				defer closeChecker(c)
+				for range 2 { // with keepalive, the second one reuses the connection if it may
+					res, took := runCheck(t, c, time.Second)
+					wantResult(t, res, tc.ok, tc.detail)
+					wantWithin(t, took, time.Second)
+					if res.Duration <= 0 {
+						t.Errorf("Duration %v", res.Duration)
+					}
+				}
+			})
+		}
 	}
+}
+
+// TestHTTPKeepAlive: one connection serves probe after probe; a connection
+// the server closed while idle is no failure; a server that says
+// "Connection: close" gets a new connection each time; a dead server
+// fails; Close releases the kept connection.
+func TestHTTPKeepAlive(t *testing.T) {
+	noLeak(t)
+	var opened, closed atomic.Int64
+	srv := httptest.NewUnstartedServer(testMux())
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	addr := addrPort(t, srv.Listener.Addr().String())
+
+	c := newChecker(t, HTTPSpec{Addr: addr, Path: "/ok", KeepAlive: true}, nil)
+	for range 5 {
+		res, _ := runCheck(t, c, time.Second)
+		wantResult(t, res, true, "status 200")
+	}
+	if n := opened.Load(); n != 1 {
+		t.Errorf("5 probes opened %d connections, want 1", n)
+	}
+
+	// The server drops idle connections: the next probe retries on a new
+	// one, and passes.
+	srv.Config.SetKeepAlivesEnabled(false)
+	srv.CloseClientConnections()
+	waitFor(t, time.Second, "the server closed the kept connection", func() bool { return closed.Load() == 1 })
+	res, _ := runCheck(t, c, time.Second)
+	wantResult(t, res, true, "status 200")
+	// Keep-alives off: the server answers "Connection: close", so every
+	// probe opens its own connection.
+	before := opened.Load()
+	for range 3 {
+		res, _ := runCheck(t, c, time.Second)
+		wantResult(t, res, true, "status 200")
+	}
+	if n := opened.Load() - before; n != 3 {
+		t.Errorf("with Connection: close, 3 probes opened %d connections, want 3", n)
+	}
+
+	// Keep-alives on again; Close releases the kept connection.
+	srv.Config.SetKeepAlivesEnabled(true)
+	res, _ = runCheck(t, c, time.Second)
+	wantResult(t, res, true, "status 200")
+	before = closed.Load()
+	closeChecker(c)
+	waitFor(t, time.Second, "Close closed the kept connection", func() bool { return closed.Load() == before+1 })
+
+	// A dead server fails the probe, kept connection or not.
+	c2 := newChecker(t, HTTPSpec{Addr: addr, Path: "/ok", KeepAlive: true}, nil)
+	defer closeChecker(c2)
+	res, _ = runCheck(t, c2, time.Second)
+	wantResult(t, res, true, "status 200")
+	srv.Close()
+	res, _ = runCheck(t, c2, time.Second)
+	wantResult(t, res, false, "connect: connection refused")
 }
 
 func TestHTTPSpecErrors(t *testing.T) {
@@ -357,6 +434,17 @@ func TestHTTPCheckMisbehavingServers(t *testing.T) {
 			tc.spec.Addr = misbehave(t, tc.serve)
 			res, took := runCheck(t, newChecker(t, tc.spec, nil), timeout)
 			wantResult(t, res, false, tc.detail)
+			wantWithin(t, took, timeout)
+			// Keep-alive reads the whole response through net/http's
+			// parser: other words, the same verdict within the same bound.
+			tc.spec.KeepAlive = true
+			c := newChecker(t, tc.spec, nil)
+			defer closeChecker(c)
+			res, took = runCheck(t, c, timeout)
+			wantResult(t, res, false, "")
+			if res.Detail == "" {
+				t.Error("keepalive: a failure without a reason")
+			}
 			wantWithin(t, took, timeout)
 		})
 	}

@@ -273,7 +273,17 @@ func (p *probe) stopLocked() {
 	p.stopped = true
 	p.m.wheel.remove(p)
 	if p.cancelRound != nil {
-		p.cancelRound() // the check in flight returns at once
+		p.cancelRound() // the check in flight returns at once, then run closes the checker
+	} else {
+		closeChecker(p.checker)
+	}
+}
+
+// closeChecker releases what a checker keeps between rounds (an HTTP
+// check's kept-alive connection).
+func closeChecker(c Checker) {
+	if cl, ok := c.(io.Closer); ok {
+		cl.Close()
 	}
 }
 
@@ -342,6 +352,7 @@ func (p *probe) run() {
 	defer p.mu.Unlock()
 	p.cancelRound = nil
 	if p.stopped {
+		closeChecker(p.checker)
 		return // removed while the check ran: its result belongs to no one
 	}
 	p.record(res, at)
