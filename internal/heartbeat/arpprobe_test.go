@@ -1,0 +1,65 @@
+package heartbeat_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hadirector/hadirector/integration/netlab"
+	"github.com/hadirector/hadirector/internal/heartbeat"
+)
+
+// TestProbeARP: a node whose kernel is there answers; the same node with
+// its link down, and an address nobody has, do not, within the wait.
+func TestProbeARP(t *testing.T) {
+	lab := netlab.NewForTest(t, "hba")
+	a, err := lab.AddNode("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.AddNode("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lab.Link(a, "eth0", []string{"10.7.0.1/24"}, b, "eth0", []string{"10.7.0.2/24"}); err != nil {
+		t.Fatal(err)
+	}
+	probe := func(target string) (bool, time.Duration) {
+		t.Helper()
+		var alive bool
+		start := time.Now()
+		if err := a.Do(func() error {
+			var err error
+			alive, err = heartbeat.ProbeARP("eth0", netip.MustParseAddr(target), 2, 5*time.Millisecond)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return alive, time.Since(start)
+	}
+	for range 3 {
+		if alive, took := probe("10.7.0.2"); !alive {
+			t.Fatalf("the peer did not answer ARP (%v)", took)
+		} else {
+			t.Logf("answered in %v", took)
+		}
+	}
+	if alive, took := probe("10.7.0.9"); alive {
+		t.Error("an address nobody has answered")
+	} else {
+		t.Logf("no answer after %v (2 tries × 5ms)", took)
+	}
+	link, err := b.Netlink().LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Netlink().LinkSetDown(link); err != nil {
+		t.Fatal(err)
+	}
+	if alive, _ := probe("10.7.0.2"); alive {
+		t.Error("a node with its link down answered")
+	}
+	if _, err := heartbeat.ProbeARP("eth0", netip.MustParseAddr("fd00::1"), 1, time.Millisecond); err == nil {
+		t.Error("an IPv6 target was accepted")
+	}
+}
