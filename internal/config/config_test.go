@@ -33,6 +33,11 @@ func TestBrokenConfigs(t *testing.T) {
 		{"unknown_key_instance", []want{{21, 1, "vrrp_instance[0].vrd", "unknown key", `did you mean "vrid"?`}}},
 		{"on_failure_value", []want{{28, 14, "virtual_service[0].on_failure", `"delete" is not a failure policy; use one of: drain, remove`, ""}}},
 		{"check_http_bad_digest", []want{{31, 1, "virtual_service[0].check.body_sha256", `"abc" is not a SHA-256 digest`, "sha256sum"}, {32, 1, "virtual_service[0].check.dynamic_weight", `does not apply to a check of type "http"`, "remove it"}}},
+		{"sync_profile_ranges", []want{
+			{27, 1, "sync.sync_threshold", "[50 3] is not a valid threshold and period", "threshold < period"},
+			{28, 1, "sync.sync_refresh_period", "1.5s is not whole seconds", "whole seconds"},
+			{29, 1, "sync.sync_retries", "4 is out of range 0..3", "refresh period / 8"},
+		}},
 		{"check_unknown_key", []want{{33, 1, "virtual_service[0].real_server[0].check.intervall", "unknown key", `did you mean "interval"?`}}},
 		{"missing_vrid", []want{{19, 3, "vrrp_instance[0].vrid", "missing (required)", "1..255"}}},
 		{"vrid_range", []want{{21, 1, "vrrp_instance[0].vrid", "256 is out of range 1..255", ""}}},

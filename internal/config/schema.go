@@ -298,7 +298,19 @@ type Sync struct {
 	Group     string   `toml:"group"`
 	Port      int      `toml:"port"`
 	TTL       int      `toml:"ttl"`
+	// The kernel's sync sysctls (net.ipv4.vs.*) for this node's network
+	// namespace; a key not written leaves the kernel's value alone.
+	// Threshold is sync_threshold's pair [threshold, period].
+	Threshold     []int    `toml:"sync_threshold"`
+	RefreshPeriod Duration `toml:"sync_refresh_period"`
+	Retries       int      `toml:"sync_retries"`
+	SloppyTCP     bool     `toml:"sloppy_tcp"`
+	SloppySCTP    bool     `toml:"sloppy_sctp"`
 }
+
+// Sysctl says whether the file set the sync key (sync_threshold, ...),
+// so that unset ones leave the kernel's value alone.
+func (c *Config) Sysctl(key string) bool { return c.isSet("sync." + key) }
 
 // Node returns the node called name, or nil.
 func (c *Config) Node(name string) *Node {

@@ -548,6 +548,22 @@ func (v *validator) sync() {
 	}
 	v.intRange("sync.port", s.Port, 1, 65535, "")
 	v.intRange("sync.ttl", s.TTL, 1, 255, "")
+	if v.c.isSet("sync.sync_threshold") {
+		if len(s.Threshold) != 2 {
+			v.errf("sync.sync_threshold", "[threshold, period], e.g. [3, 50] (the kernel's) or [0, 0] with sync_refresh_period", "want two numbers, got %d", len(s.Threshold))
+		} else if s.Threshold[1] < 0 || s.Threshold[1] > 65535 || s.Threshold[0] < 0 || (s.Threshold[1] > 0 && s.Threshold[0] >= s.Threshold[1]) {
+			v.errf("sync.sync_threshold", "the kernel needs 0 <= threshold < period (or period 0)", "%v is not a valid threshold and period", s.Threshold)
+		}
+	}
+	if v.c.isSet("sync.sync_refresh_period") {
+		v.durRange("sync.sync_refresh_period", s.RefreshPeriod, 0, 24*time.Hour)
+		if s.RefreshPeriod.D()%time.Second != 0 {
+			v.errf("sync.sync_refresh_period", "the kernel counts it in whole seconds", "%s is not whole seconds", s.RefreshPeriod)
+		}
+	}
+	if v.c.isSet("sync.sync_retries") {
+		v.intRange("sync.sync_retries", s.Retries, 0, 3, "resends of each sync message, at a refresh period / 8")
+	}
 }
 
 // unicast checks the peer list: an empty one is an error, never a silent

@@ -148,7 +148,16 @@ type Daemons struct {
 	// wedged is set when a call timed out: its late reply would be read as
 	// the answer to the next call, so every later call fails instead.
 	wedged bool
+
+	startMu sync.Mutex
+	started map[Role]time.Time // when this handle last started each role
 }
+
+// stopSettle is how long after starting a backup daemon Stop waits before
+// stopping it. Stopping a backup daemon within milliseconds of its start
+// hangs the kernel call (Debian 12's 6.1, seen every time in the test VM):
+// the DEL_DAEMON request never returns. 100 ms was always enough there.
+const stopSettle = 250 * time.Millisecond
 
 // Option configures [Open].
 type Option func(*Daemons)
@@ -252,6 +261,12 @@ func (d *Daemons) Start(cfg DaemonConfig) error {
 	if _, err := d.execute(cmdNewDaemon, ae, netlink.Request|netlink.Acknowledge); err != nil {
 		return fmt.Errorf("connsync: start %v in %s: %w", cfg, d.ns(), err)
 	}
+	d.startMu.Lock()
+	if d.started == nil {
+		d.started = map[Role]time.Time{}
+	}
+	d.started[cfg.Role] = time.Now()
+	d.startMu.Unlock()
 	return nil
 }
 
@@ -260,6 +275,12 @@ func (d *Daemons) Start(cfg DaemonConfig) error {
 func (d *Daemons) Stop(role Role) error {
 	if role != Master && role != Backup {
 		return fmt.Errorf("%w: role %v", ErrConfig, role)
+	}
+	d.startMu.Lock()
+	at, ok := d.started[role]
+	d.startMu.Unlock()
+	if wait := stopSettle - time.Since(at); ok && wait > 0 {
+		time.Sleep(wait)
 	}
 	// The kernel reads only the state; ipvsadm also sends the interface and
 	// sync ID, which it ignores.
