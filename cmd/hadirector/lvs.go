@@ -84,8 +84,12 @@ type statusHandler struct {
 
 func (h statusHandler) Status(ctx context.Context) (*control.Status, error) {
 	st, err := h.Engine.Status(ctx)
-	if err != nil || h.l.stats == nil || len(st.Services) == 0 {
+	if err != nil {
 		return st, err
+	}
+	st.Sync = h.d.sync.status()
+	if h.l.stats == nil || len(st.Services) == 0 {
+		return st, nil
 	}
 	cfg := h.d.cfg.Load()
 	byKey := map[string]*config.VirtualService{}

@@ -112,6 +112,7 @@ type daemon struct {
 	engine             *director.Engine
 	cfg                atomic.Pointer[config.Config] // the running config (hooks read it on the engine goroutine)
 	runner             *alert.Runner
+	sync               *syncDaemons // nil without [sync]
 }
 
 func (d *daemon) run(cfg *config.Config) int {
@@ -143,6 +144,13 @@ func (d *daemon) run(cfg *config.Config) int {
 		return exitFail
 	}
 	defer lv.Close()
+	sy, err := openSync(cfg, d.log)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		return exitFail
+	}
+	defer sy.Close()
+	d.sync = sy
 	opts := plat.opts
 	opts.Hooks = d.hooks
 	opts.ServiceHooks = d.serviceHooks
@@ -255,6 +263,13 @@ func (d *daemon) reload(ctx context.Context) {
 		return
 	}
 	d.cfg.Store(cfg)
+	if d.sync != nil && cfg.Sync != nil && cfg.Sync.Enabled {
+		if err := d.sync.apply(cfg); err != nil {
+			d.log.Error("reload: sync daemons not as configured", "err", err)
+		}
+	} else if (d.sync == nil) != (cfg.Sync == nil || !cfg.Sync.Enabled) {
+		d.log.Warn("reload: turning connection sync on or off needs a restart")
+	}
 	d.log.Info("reload applied", "changes", len(changes))
 	for _, c := range changes {
 		d.log.Info("reload change", "change", c.String())
@@ -269,6 +284,9 @@ func (d *daemon) reload(ctx context.Context) {
 // the runner queues.
 func (d *daemon) hooks(t director.Transition) {
 	cfg := d.cfg.Load()
+	if t.Instance != "" {
+		d.sync.transition(t.Instance, t.To)
+	}
 	if t.Group != "" {
 		for _, g := range cfg.SyncGroups {
 			if g.Name == t.Group && g.Notify != "" {

@@ -79,6 +79,30 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "\nVRRP packets dropped: %s\n", counts(st.Drops))
 	}
+	if sy := st.Sync; sy != nil {
+		fmt.Fprintf(w, "\nconnection sync: mode %s on %s, sync id %d\n", sy.Mode, sy.Interface, sy.SyncID)
+		for _, d := range sy.Daemons {
+			fmt.Fprintf(w, "  %s\n", d)
+		}
+		if len(sy.Daemons) == 0 {
+			fmt.Fprintln(w, "  NO SYNC DAEMON RUNNING")
+		}
+		if len(sy.Sysctls) > 0 {
+			keys := make([]string, 0, len(sy.Sysctls))
+			for k := range sy.Sysctls {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			parts := make([]string, len(keys))
+			for i, k := range keys {
+				parts[i] = k + "=" + sy.Sysctls[k]
+			}
+			fmt.Fprintf(w, "  sysctls: %s\n", strings.Join(parts, " "))
+		}
+		if sy.LastError != "" {
+			fmt.Fprintf(w, "  error: %s\n", sy.LastError)
+		}
+	}
 	if len(st.Services) == 0 {
 		return
 	}

@@ -440,3 +440,39 @@ func extraService(b *lvs.Bed, mode lvs.Mode) string {
 	}
 	return sb.String()
 }
+
+// TestSyncDaemons: with a [sync] section the daemon applies the sysctl
+// profile in its namespace and runs both sync roles (mode "both"), as
+// status and ipvsadm show; a graceful stop leaves them running (the
+// kernel keeps syncing whatever happens to the daemon).
+func TestSyncDaemons(t *testing.T) {
+	lvs.NeedIPVS(t)
+	lvs.DaemonBinary(t)
+	ctx := scenarioContext(t)
+	b := lvs.New(t, lvs.Options{Mode: lvs.DR})
+	cfg := b.Config(lvs.ConfigOptions{Extra: "[sync]\ninterface = \"eth0\"\nsync_threshold = [0, 0]\nsync_refresh_period = \"10s\"\nsync_retries = 1"})
+	d := startMaster(ctx, t, b, cfg)
+	st, err := d.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sy := st.Sync
+	if sy == nil || len(sy.Daemons) != 2 || sy.LastError != "" {
+		t.Fatalf("sync status: %+v; want a master and a backup daemon", sy)
+	}
+	for k, v := range map[string]string{"sync_threshold": "0 0", "sync_refresh_period": "10", "sync_retries": "1", "backup_only": "0"} {
+		if sy.Sysctls[k] != v {
+			t.Errorf("sysctl %s = %q, want %q", k, sy.Sysctls[k], v)
+		}
+	}
+	out, err := b.Ipvsadm(ctx, "-L", "--daemon")
+	if err != nil || !strings.Contains(out, "master sync daemon (mcast=eth0, syncid=90") || !strings.Contains(out, "backup sync daemon (mcast=eth0, syncid=90") {
+		t.Errorf("ipvsadm -L --daemon: %v\n%s", err, out)
+	}
+	if err := d.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := b.Ipvsadm(ctx, "-L", "--daemon"); strings.Count(out, "sync daemon") != 2 {
+		t.Errorf("after the daemon's graceful stop the sync daemons are gone:\n%s", out)
+	}
+}

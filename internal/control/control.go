@@ -57,6 +57,22 @@ type Status struct {
 	Services []ServiceStatus   `json:"services"`
 	// IPVS is the kernel table's keeper; nil when there are no services.
 	IPVS *IPVSStatus `json:"ipvs,omitempty"`
+	// Sync is the kernel's connection-sync daemons; nil without [sync].
+	Sync *SyncStatus `json:"sync,omitempty"`
+}
+
+// SyncStatus is the kernel connection-sync daemons of this director.
+type SyncStatus struct {
+	Mode      string `json:"mode"`
+	Interface string `json:"interface"`
+	SyncID    int    `json:"sync_id"`
+	// Daemons are the roles running in the kernel, with their settings.
+	Daemons []string `json:"daemons"`
+	// Sysctls are the net.ipv4.vs sync sysctls in force.
+	Sysctls   map[string]string `json:"sysctls,omitempty"`
+	Actions   []string          `json:"actions,omitempty"` // what the director did, latest last
+	LastError string            `json:"last_error,omitempty"`
+	At        time.Time         `json:"at"`
 }
 
 // IPVSStatus says how the kernel table is kept.
