@@ -1,0 +1,167 @@
+package lvs_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hadirector/hadirector/integration/lvs"
+	"github.com/hadirector/hadirector/internal/ipvs"
+)
+
+// TestFailoverKeepsConnections is the connection-sync promise on the real
+// kernel: two directors (DR), N long-lived TCP connections through the VIP
+// exchanging numbered lines; the master's daemon is SIGKILLed and its link
+// cut; the backup takes over, and the connections older than the sync
+// window carry on with no reset and no lost line. The negative control is
+// the same run without [sync]: then the connections break (the new master
+// has no entry for them and its own stack answers RST), so the test can
+// fail.
+//
+// HADIRECTOR_FAILOVER_CONNS sets N (default 1000).
+func TestFailoverKeepsConnections(t *testing.T) {
+	lvs.NeedIPVS(t)
+	lvs.DaemonBinary(t)
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("HADIRECTOR_FAILOVER_CONNS")); err == nil && v > 0 {
+		n = v
+	}
+	for _, tc := range []struct {
+		name string
+		sync bool
+	}{{"sync", true}, {"no sync (negative control)", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			b := lvs.New(t, lvs.Options{Mode: lvs.DR, Directors: 2})
+			extra := ""
+			if tc.sync {
+				extra = "[sync]\ninterface = \"eth0\""
+			}
+			cfg := b.Config(lvs.ConfigOptions{EchoService: true, Extra: extra})
+			d1 := b.StartDaemon(ctx, t, b.LBs[0], cfg)
+			d2 := b.StartDaemon(ctx, t, b.LBs[1], cfg)
+			if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d2.WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+				t.Fatal(err)
+			}
+			for _, lb := range b.LBs {
+				waitWeightsOn(ctx, t, b, lb, echoKey(b), "the echo service up", allAt(b, lvs.EchoPort, 1))
+			}
+
+			// N connections, one line a second each.
+			start := time.Now()
+			streams := make([]*lvs.Stream, 0, n)
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 32)
+			var openErr error
+			for range n {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					s, err := b.StartStream(ctx, b.VIPPort(lvs.EchoPort), time.Second)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						openErr = err
+						return
+					}
+					streams = append(streams, s)
+				}()
+			}
+			wg.Wait()
+			defer func() {
+				for _, s := range streams {
+					s.Stop()
+				}
+			}()
+			if openErr != nil {
+				t.Fatalf("opening %d connections: %v", n, openErr)
+			}
+			t.Logf("%d connections open in %v", n, time.Since(start).Round(time.Millisecond))
+			// Older than the sync window: the kernel sends a lone entry 2–3 s
+			// after it is queued.
+			time.Sleep(4 * time.Second)
+			synced := conns(ctx, t, b, 1)
+			t.Logf("before the failover: lb1 holds %d connections, lb2 %d synced", conns(ctx, t, b, 0), synced)
+
+			killed := time.Now()
+			d1.Kill()
+			if err := lvs.SetLinkUp(b.LBs[0], "eth0", false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d2.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("lb2 MASTER %v after the kill", time.Since(killed).Round(time.Millisecond))
+			// Every connection sends a few lines through the new master.
+			time.Sleep(5 * time.Second)
+
+			broken := 0
+			reasons := map[string]int{}
+			sent, answered := 0, 0
+			for _, s := range streams {
+				r := s.Report()
+				sent += r.Sent
+				answered += r.Answered
+				if len(r.Breaks) > 0 {
+					broken++
+					reasons[reason(r.Breaks[0].Err)]++
+				}
+			}
+			survived := float64(n-broken) / float64(n)
+			t.Logf("%d of %d connections survived (%.2f %%); lines sent %d, answered %d; breaks by reason: %v",
+				n-broken, n, 100*survived, sent, answered, reasons)
+			fmt.Printf("failover (%s): %d of %d connections survived (%.2f %%), lb2 had %d synced before the kill; breaks: %v\n",
+				tc.name, n-broken, n, 100*survived, synced, reasons)
+			if tc.sync && survived < 0.999 {
+				t.Errorf("with sync, %.2f %% of the connections survived; want at least 99.9 %%", 100*survived)
+			}
+			if !tc.sync && survived > 0.5 {
+				t.Errorf("without sync, %.2f %% survived: the negative control shows nothing", 100*survived)
+			}
+		})
+	}
+}
+
+func echoKey(b *lvs.Bed) ipvs.ServiceKey {
+	return ipvs.Service{Protocol: ipvs.TCP, Addr: netip.MustParseAddrPort(b.VIPPort(lvs.EchoPort))}.Key()
+}
+
+// conns counts the IPVS connection entries of director i (ipvsadm -Lnc).
+func conns(ctx context.Context, t *testing.T, b *lvs.Bed, i int) int {
+	t.Helper()
+	out, err := lvs.Ipvsadm(ctx, b.LBs[i], "-Lnc")
+	if err != nil {
+		t.Logf("ipvsadm -Lnc on lb%d: %v", i+1, err)
+		return -1
+	}
+	return strings.Count(out, "ESTABLISHED")
+}
+
+// reason reduces an error to a short class: reset, timeout, eof, ...
+func reason(err error) string {
+	s := fmt.Sprint(err)
+	switch {
+	case strings.Contains(s, "reset"):
+		return "reset"
+	case strings.Contains(s, "timeout"):
+		return "timeout"
+	case strings.Contains(s, "EOF"):
+		return "eof"
+	case strings.Contains(s, "refused"):
+		return "refused"
+	}
+	return s
+}
