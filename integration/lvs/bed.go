@@ -157,7 +157,7 @@ func (b *Bed) addServerNode(name string, a netip.Addr) (*netlab.Node, error) {
 	switch b.Mode {
 	case NAT:
 		// Replies go back through the director, which un-NATs them.
-		if err := n.AddRoute("default", b.DirectorBackAddr(1).String(), ""); err != nil {
+		if err := n.AddRoute("default", b.gateway().String(), ""); err != nil {
 			return nil, err
 		}
 	case DR:
@@ -204,6 +204,13 @@ func (b *Bed) Server(name string) *Server {
 // director's eth0, by hand: for tests that program IPVS without the daemon.
 func (b *Bed) AddVIP(director *netlab.Node) error {
 	return addAddr(director, "eth0", netip.PrefixFrom(b.VIP(), PrefixLen))
+}
+
+// AddBackVIP puts the real servers' floating gateway (NAT with two
+// directors) on director's eth1 by hand, as the daemon's "back" instance
+// does as master.
+func (b *Bed) AddBackVIP(director *netlab.Node) error {
+	return addAddr(director, "eth1", netip.PrefixFrom(b.BackVIP(), PrefixLen))
 }
 
 // DelVIP removes what AddVIP added.

@@ -36,6 +36,12 @@ func TestTopology(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			ctx := scenarioContext(t)
 			b := lvs.New(t, lvs.Options{Mode: mode, Sorry: true, Directors: 2})
+			if g := b.BackVIP(); g.IsValid() {
+				// The real servers' gateway, as the master holds it.
+				if err := b.AddBackVIP(b.LB1()); err != nil {
+					t.Fatal(err)
+				}
+			}
 			for _, name := range append(b.RealNames(), "sorry") {
 				a, _ := b.ServerAddr(name)
 				addr := fmt.Sprintf("%s:%d", a, lvs.HTTPPort)

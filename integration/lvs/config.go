@@ -23,8 +23,9 @@ fall = 2`
 
 // Instance and VRID of the bed's VRRP instance.
 const (
-	InstanceName = "front"
-	VRID         = 90
+	InstanceName     = "front"
+	BackInstanceName = "back" // NAT with two directors: the real servers' gateway
+	VRID             = 90
 )
 
 // ConfigOptions shape the cluster file Config writes. The zero value is:
@@ -44,6 +45,7 @@ type ConfigOptions struct {
 	Quorum         int            // 0: not written
 	ServiceExtra   string         // extra key = value lines for the HTTP service's table
 	EchoService    bool           // also VIP:EchoPort with EchoCheck, same servers
+	EchoCheck      string         // body of the echo service's check; default EchoCheck
 	Extra          string         // appended verbatim at the end of the file
 }
 
@@ -92,10 +94,29 @@ func (o Options) Config(c ConfigOptions) string {
 	p("interface = \"eth0\"")
 	p("vips = [%q]", prefix(o.VIP()))
 	p("advert_interval = %q", c.AdvertInterval)
+	if g := o.BackVIP(); g.IsValid() {
+		// NAT with two directors: the real servers' gateway moves with the
+		// VIP (keepalived's vrrp_sync_group for LVS-NAT).
+		p("")
+		p("[[vrrp_instance]]")
+		p("name = %q", BackInstanceName)
+		p("vrid = %d", VRID+1)
+		p("interface = \"eth1\"")
+		p("vips = [%q]", prefix(g))
+		p("advert_interval = %q", c.AdvertInterval)
+		p("")
+		p("[[sync_group]]")
+		p("name = \"lvs\"")
+		p("instances = [%q, %q]", InstanceName, BackInstanceName)
+	}
 	if !c.NoService {
 		o.writeService(p, c, "http", HTTPPort, c.Check, true)
 		if c.EchoService {
-			o.writeService(p, c, "echo", EchoPort, EchoCheck, false)
+			check := c.EchoCheck
+			if check == "" {
+				check = EchoCheck
+			}
+			o.writeService(p, c, "echo", EchoPort, check, false)
 		}
 	}
 	if c.Extra != "" {

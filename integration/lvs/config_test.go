@@ -31,8 +31,12 @@ func TestConfigValid(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, text)
 			}
-			if len(cfg.Nodes) != 2 || len(cfg.Instances) != 1 {
-				t.Errorf("nodes %d, instances %d; want 2, 1", len(cfg.Nodes), len(cfg.Instances))
+			instances := 1
+			if tc.o.BackVIP().IsValid() {
+				instances = 2 // the real servers' gateway, in a sync group with the VIP
+			}
+			if len(cfg.Nodes) != 2 || len(cfg.Instances) != instances {
+				t.Errorf("nodes %d, instances %d; want 2, %d", len(cfg.Nodes), len(cfg.Instances), instances)
 			}
 			want := 1
 			if tc.c.NoService {

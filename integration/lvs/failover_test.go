@@ -16,7 +16,8 @@ import (
 )
 
 // TestFailoverKeepsConnections is the connection-sync promise on the real
-// kernel: two directors (DR), N long-lived TCP connections through the VIP
+// kernel: two directors (DR, then NAT with the real servers' gateway in a
+// sync group with the VIP), N long-lived TCP connections through the VIP
 // exchanging numbered lines; the master's daemon is SIGKILLed and its link
 // cut; the backup takes over, and the connections older than the sync
 // window carry on with no reset and no lost line. The negative control is
@@ -34,17 +35,26 @@ func TestFailoverKeepsConnections(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
+		mode lvs.Mode
 		sync bool
-	}{{"sync", true}, {"no sync (negative control)", false}} {
+	}{
+		{"dr/sync", lvs.DR, true}, {"dr/no sync (negative control)", lvs.DR, false},
+		{"nat/sync", lvs.NAT, true}, {"nat/no sync (negative control)", lvs.NAT, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
-			b := lvs.New(t, lvs.Options{Mode: lvs.DR, Directors: 2})
+			b := lvs.New(t, lvs.Options{Mode: tc.mode, Directors: 2})
 			extra := ""
 			if tc.sync {
 				extra = "[sync]\ninterface = \"eth0\""
 			}
-			cfg := b.Config(lvs.ConfigOptions{EchoService: true, Extra: extra})
+			// Checks that hold under the load of a thousand connections in
+			// an emulated VM (100 ms timeouts flap there, and a service
+			// whose servers all look down refuses new connections).
+			cfg := b.Config(lvs.ConfigOptions{EchoService: true, Extra: extra,
+				Check:     "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3",
+				EchoCheck: "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"})
 			d1 := b.StartDaemon(ctx, t, b.LBs[0], cfg)
 			d2 := b.StartDaemon(ctx, t, b.LBs[1], cfg)
 			if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
@@ -98,8 +108,10 @@ func TestFailoverKeepsConnections(t *testing.T) {
 
 			killed := time.Now()
 			d1.Kill()
-			if err := lvs.SetLinkUp(b.LBs[0], "eth0", false); err != nil {
-				t.Fatal(err)
+			for _, ifname := range []string{"eth0", "eth1"}[:map[lvs.Mode]int{lvs.DR: 1, lvs.NAT: 2}[tc.mode]] {
+				if err := lvs.SetLinkUp(b.LBs[0], ifname, false); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if _, err := d2.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
 				t.Fatal(err)

@@ -101,6 +101,25 @@ func (o Options) DirectorBackAddr(n int) netip.Addr {
 	return addr(o.backNet(), byte(n))
 }
 
+// BackVIP is the floating gateway of the real servers on the back segment
+// (.254), NAT with two directors only: a second VRRP instance in a sync
+// group with the front one moves it with the VIP, so replies follow the
+// master. Zero otherwise.
+func (o Options) BackVIP() netip.Addr {
+	if o = o.withDefaults(); o.Mode != NAT || o.Directors < 2 {
+		return netip.Addr{}
+	}
+	return addr(o.backNet(), 254)
+}
+
+// gateway is the real servers' default route in NAT.
+func (o Options) gateway() netip.Addr {
+	if g := o.BackVIP(); g.IsValid() {
+		return g
+	}
+	return o.DirectorBackAddr(1)
+}
+
 // serverNet is the segment the real servers are on.
 func (o Options) serverNet() [3]byte {
 	if o.withDefaults().Mode == DR {
