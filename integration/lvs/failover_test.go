@@ -23,7 +23,8 @@ import (
 // window carry on with no reset and no lost line. The negative control is
 // the same run without [sync]: then the connections break (the new master
 // has no entry for them and its own stack answers RST), so the test can
-// fail.
+// fail. A planned switchover (SIGTERM of the master) loses no synced
+// connection.
 //
 // HADIRECTOR_FAILOVER_CONNS sets N (default 1000).
 func TestFailoverKeepsConnections(t *testing.T) {
@@ -34,12 +35,14 @@ func TestFailoverKeepsConnections(t *testing.T) {
 		n = v
 	}
 	for _, tc := range []struct {
-		name string
-		mode lvs.Mode
-		sync bool
+		name     string
+		mode     lvs.Mode
+		sync     bool
+		graceful bool // a planned switchover: SIGTERM, links stay
 	}{
-		{"dr/sync", lvs.DR, true}, {"dr/no sync (negative control)", lvs.DR, false},
-		{"nat/sync", lvs.NAT, true}, {"nat/no sync (negative control)", lvs.NAT, false},
+		{"dr sync", lvs.DR, true, false}, {"dr no sync (negative control)", lvs.DR, false, false},
+		{"nat sync", lvs.NAT, true, false}, {"nat no sync (negative control)", lvs.NAT, false, false},
+		{"dr sync graceful stop", lvs.DR, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -107,16 +110,22 @@ func TestFailoverKeepsConnections(t *testing.T) {
 			t.Logf("before the failover: lb1 holds %d connections, lb2 %d synced", conns(ctx, t, b, 0), synced)
 
 			killed := time.Now()
-			d1.Kill()
-			for _, ifname := range []string{"eth0", "eth1"}[:map[lvs.Mode]int{lvs.DR: 1, lvs.NAT: 2}[tc.mode]] {
-				if err := lvs.SetLinkUp(b.LBs[0], ifname, false); err != nil {
+			if tc.graceful {
+				if err := d1.Stop(10 * time.Second); err != nil {
 					t.Fatal(err)
+				}
+			} else {
+				d1.Kill()
+				for _, ifname := range []string{"eth0", "eth1"}[:map[lvs.Mode]int{lvs.DR: 1, lvs.NAT: 2}[tc.mode]] {
+					if err := lvs.SetLinkUp(b.LBs[0], ifname, false); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			if _, err := d2.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("lb2 MASTER %v after the kill", time.Since(killed).Round(time.Millisecond))
+			t.Logf("lb2 MASTER %v after the stop", time.Since(killed).Round(time.Millisecond))
 			// Every connection sends a few lines through the new master.
 			time.Sleep(5 * time.Second)
 
@@ -137,6 +146,9 @@ func TestFailoverKeepsConnections(t *testing.T) {
 				n-broken, n, 100*survived, sent, answered, reasons)
 			fmt.Printf("failover (%s): %d of %d connections survived (%.2f %%), lb2 had %d synced before the kill; breaks: %v\n",
 				tc.name, n-broken, n, 100*survived, synced, reasons)
+			if tc.graceful && broken > 0 {
+				t.Errorf("a planned switchover broke %d synced connections; want none", broken)
+			}
 			if tc.sync && survived < 0.999 {
 				t.Errorf("with sync, %.2f %% of the connections survived; want at least 99.9 %%", 100*survived)
 			}
