@@ -25,7 +25,7 @@
 //
 // Usage (root): go run ./bench/failover [-runs 20] [-intervals 1s,100ms,10ms]
 // [-impls hadirector,keepalived,hadirector+udp] [-scenarios kill,linkdown,term]
-// [-idle 60s] [-out DIR] [-hadirector PATH]
+// [-idle 60s] [-idle-together] [-out DIR] [-hadirector PATH]
 package main
 
 import (
@@ -58,6 +58,7 @@ type bench struct {
 	scenarios  []string
 	udpScen    []string
 	idle       time.Duration
+	together   bool
 	trace      bool
 	rt         bool
 
@@ -91,6 +92,7 @@ func realMain() int {
 	scenarios := fs.String("scenarios", "kill,linkdown,term", "scenarios: kill, linkdown, term, nodeloss")
 	udpScen := fs.String("udp-scenarios", "kill,linkdown,nodeloss", "scenarios run for hadirector+udp (intersected with -scenarios; nodeloss runs for it even if -scenarios lacks it)")
 	fs.DurationVar(&b.idle, "idle", 60*time.Second, "idle measurement window per implementation and interval (0 skips it)")
+	fs.BoolVar(&b.together, "idle-together", false, "measure the implementations' idle cost in one shared window (a lab each, all running at once), so that other work on the machine weighs on them alike; the default measures them one after the other")
 	fs.BoolVar(&b.trace, "trace", true, "write every run's client connections (conns.csv) and captured adverts/ARP (packets.csv) next to its logs")
 	fs.BoolVar(&b.rt, "rt", true, "run the probe (client thread, servers) SCHED_FIFO 10, so that machine load does not stall the instrument (the directors and keepalived keep the normal policy); -rt=false for a plain probe")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -203,7 +205,11 @@ func (b *bench) setup() error {
 	uname, _ := exec.Command("uname", "-r").Output()
 	la, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("host        kernel %s, %d CPUs, loadavg %s\n", strings.TrimSpace(string(uname)), numCPU(), strings.Join(strings.Fields(string(la))[:3], " "))
-	fmt.Printf("plan        runs=%d intervals=%v impls=%s scenarios=%v (hadirector+udp: %v) idle=%s probe SCHED_FIFO=%v\n", b.runs, b.intervals, implNames(b.impls), b.scenarios, b.udpScen, b.idle, b.rt)
+	idleMode := "one after the other"
+	if b.together {
+		idleMode = "together"
+	}
+	fmt.Printf("plan        runs=%d intervals=%v impls=%s scenarios=%v (hadirector+udp: %v) idle=%s (%s) probe SCHED_FIFO=%v\n", b.runs, b.intervals, implNames(b.impls), b.scenarios, b.udpScen, b.idle, idleMode, b.rt)
 	fmt.Printf("out         %s\n\n", b.out)
 
 	rf, err := os.Create(filepath.Join(b.out, "runs.csv"))
@@ -301,7 +307,27 @@ func (b *bench) loop(ctx context.Context) {
 				}
 			}
 		}
-		if b.idle > 0 {
+		if b.idle > 0 && b.together {
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(os.Stderr, "[idle] %-6s %-15s %s window, together ...\n", adv, implNames(b.impls), b.idle)
+			rows, errs := b.idleRunTogether(ctx, b.impls, adv, b.idle)
+			if ctx.Err() != nil {
+				return
+			}
+			for i, im := range b.impls {
+				if errs[i] != nil {
+					b.idleErr[im.name+"/"+adv.String()] = errs[i].Error()
+					fmt.Fprintf(os.Stderr, "[idle] %-6s %-15s FAILED: %v\n", adv, im.name, errs[i])
+					continue
+				}
+				b.idles = append(b.idles, rows[i]...)
+				for _, r := range rows[i] {
+					b.writeIdle(r)
+				}
+			}
+		} else if b.idle > 0 {
 			for _, im := range b.impls {
 				if ctx.Err() != nil {
 					return

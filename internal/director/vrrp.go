@@ -142,7 +142,17 @@ const (
 	envelopeAdvert    = 1
 )
 
-func keepalive() []byte { return []byte{envelopeVersion, envelopeKeepalive, 0} }
+// keepaliveEnvelope is shared and read-only: links copy it into frames.
+var keepaliveEnvelope = []byte{envelopeVersion, envelopeKeepalive, 0}
+
+func keepalive() []byte { return keepaliveEnvelope }
+
+// IsKeepalive says whether a link payload is a keepalive envelope: the
+// engine has nothing to do with one (the link counted it as life), so
+// whoever delivers link payloads may drop it instead of waking the engine.
+func IsKeepalive(payload []byte) bool {
+	return len(payload) >= 3 && payload[0] == envelopeVersion && payload[1] == envelopeKeepalive
+}
 
 func advertEnvelope(name string, src, group netip.Addr, a *vrrp.Advert) ([]byte, error) {
 	b := make([]byte, 0, 3+len(name)+16+vrrp.HeaderLen+16*len(a.Addrs))

@@ -6,8 +6,11 @@ import (
 )
 
 // tracker decides whether a link is up and reports transitions. Valid
-// frames are announced by the receive goroutine (valid); a watchdog
-// goroutine (run) takes the link down when its deadline passes without one.
+// frames are announced by the receive goroutine (valid), which pushes a
+// timer back to the new deadline; the timer takes the link down (expire)
+// when it fires. Pushing a pending timer back costs no wake-up, so a
+// healthy link costs nothing here between frames (a watchdog goroutine
+// would wake at every stale deadline).
 type tracker struct {
 	name, kind string
 	interval   time.Duration
@@ -28,9 +31,10 @@ type tracker struct {
 	curDown     time.Duration // the down-after in use (serial: stretched to the airtime)
 	transitions uint64
 	lastErr     string
+	timer       *time.Timer // runs fire at the deadline; nil until the first frame
+	stopped     bool
 
-	kick chan struct{} // wakes the watchdog when the link comes up
-	done chan struct{}
+	done chan struct{} // closed by stop
 }
 
 func newTracker(kind string, c *common, stats *counters) *tracker {
@@ -39,7 +43,7 @@ func newTracker(kind string, c *common, stats *counters) *tracker {
 		name: c.name, kind: kind, interval: c.interval, misses: c.misses, downAfter: da,
 		onHealth: c.onHealth, stats: stats,
 		since: time.Now(), curDown: da,
-		kick: make(chan struct{}, 1), done: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 }
 
@@ -55,7 +59,18 @@ func (t *tracker) valid(now time.Time, spacing time.Duration) {
 		da = DownAfter(spacing, t.misses)
 	}
 	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		return
+	}
 	t.lastRx, t.deadline, t.curDown = now, now.Add(da), da
+	// The timer runs at least da from now, so never before the deadline;
+	// a little after it is harmless (fire checks).
+	if t.timer == nil {
+		t.timer = time.AfterFunc(da, t.fire)
+	} else {
+		t.timer.Reset(da)
+	}
 	cameUp := !t.up
 	var h LinkHealth
 	if cameUp {
@@ -64,15 +79,27 @@ func (t *tracker) valid(now time.Time, spacing time.Duration) {
 		h = t.snapshotLocked()
 	}
 	t.mu.Unlock()
-	if cameUp {
-		select {
-		case t.kick <- struct{}{}:
-		default:
-		}
-		if t.onHealth != nil {
-			t.onHealth(h)
-		}
+	if cameUp && t.onHealth != nil {
+		t.onHealth(h)
 	}
+}
+
+// fire runs (on its own goroutine) when the timer expires.
+func (t *tracker) fire() {
+	now := time.Now()
+	t.mu.Lock()
+	if t.stopped || !t.up {
+		t.mu.Unlock()
+		return
+	}
+	if d := t.deadline.Sub(now); d > 0 {
+		// A frame arrived while the timer was firing.
+		t.timer.Reset(d)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	t.expire(now)
 }
 
 // expire takes the link down if its deadline has passed at now.
@@ -80,7 +107,7 @@ func (t *tracker) expire(now time.Time) {
 	t.trMu.Lock()
 	defer t.trMu.Unlock()
 	t.mu.Lock()
-	if !t.up || now.Before(t.deadline) {
+	if t.stopped || !t.up || now.Before(t.deadline) {
 		t.mu.Unlock()
 		return
 	}
@@ -93,37 +120,23 @@ func (t *tracker) expire(now time.Time) {
 	}
 }
 
-// run is the watchdog goroutine; it returns when done is closed.
-func (t *tracker) run() {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		t.mu.Lock()
-		up, deadline := t.up, t.deadline
+// stop stops the timer; once it returns, no transition is in progress and
+// none is reported any more.
+func (t *tracker) stop() {
+	t.mu.Lock()
+	if t.stopped {
 		t.mu.Unlock()
-		if !up {
-			select {
-			case <-t.kick:
-				continue
-			case <-t.done:
-				return
-			}
-		}
-		if d := time.Until(deadline); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-t.done:
-				return
-			}
-			continue // the deadline may have moved meanwhile
-		}
-		t.expire(time.Now())
+		return
 	}
+	t.stopped = true
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	close(t.done)
+	t.mu.Unlock()
+	t.trMu.Lock() // wait for a transition (and its OnHealth call) in progress
+	t.trMu.Unlock()
 }
-
-func (t *tracker) stop() { close(t.done) }
 
 func (t *tracker) setErr(err error) {
 	if err == nil {

@@ -176,8 +176,7 @@ func NewSerialLink(cfg SerialConfig) (*SerialLink, error) {
 		return nil, fmt.Errorf("heartbeat: serial link %s: %w", c.name, err)
 	}
 	l.tr = newTracker("serial", &l.c, &l.stats)
-	l.wg.Add(3)
-	go func() { defer l.wg.Done(); l.tr.run() }()
+	l.wg.Add(2)
 	go func() { defer l.wg.Done(); l.reader() }()
 	go func() { defer l.wg.Done(); l.writer() }()
 	return l, nil

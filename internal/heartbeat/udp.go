@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,14 +70,19 @@ type UDPLink struct {
 	local  netip.AddrPort
 	peer   netip.AddrPort
 	conn   *net.UDPConn
+	rc     syscall.RawConn
+	to     sockaddr // peer, in the kernel's layout
 	sealer *Sealer
 	opener *Opener
 	stats  counters
 	tr     *tracker
 
-	sendMu  sync.Mutex
-	sendBuf []byte
-	sendTO  time.Duration
+	sendMu    sync.Mutex
+	sendBuf   []byte
+	sendTO    time.Duration
+	sendFrame []byte             // under sendMu: the frame writeFn sends
+	sendErrno syscall.Errno      // under sendMu: writeFn's result
+	writeFn   func(uintptr) bool // made once: a closure per Send would be an allocation
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -178,9 +184,21 @@ func NewUDPLink(cfg UDPConfig) (*UDPLink, error) {
 		return nil, fmt.Errorf("heartbeat: udp link %s: %w", c.name, err)
 	}
 	l.conn = pc.(*net.UDPConn)
+	if l.rc, err = l.conn.SyscallConn(); err != nil {
+		l.conn.Close()
+		return nil, fmt.Errorf("heartbeat: udp link %s: %w", c.name, err)
+	}
+	l.to = makeSockaddr(l.peer)
+	l.writeFn = func(fd uintptr) bool {
+		for {
+			l.sendErrno = rawSendmsg(fd, l.sendFrame, nil, &l.to)
+			if l.sendErrno != unix.EINTR {
+				return true // EAGAIN included: Send decides whether to wait
+			}
+		}
+	}
 	l.tr = newTracker("udp", &l.c, &l.stats)
-	l.wg.Add(2)
-	go func() { defer l.wg.Done(); l.tr.run() }()
+	l.wg.Add(1)
 	go func() { defer l.wg.Done(); l.receive() }()
 	return l, nil
 }
@@ -204,7 +222,9 @@ func (l *UDPLink) DownAfter() time.Duration { return l.tr.downAfter }
 func (l *UDPLink) Health() LinkHealth { return l.tr.snapshot() }
 
 // Send seals payload into a frame and sends it to the peer as one datagram.
-// Frames leave in the order of their sequence numbers.
+// Frames leave in the order of their sequence numbers. It allocates nothing
+// and normally makes one raw system call (see rawio.go); only when the
+// socket's buffer is full does it wait, up to a bound, for room.
 func (l *UDPLink) Send(payload []byte) error {
 	if l.closed.Load() {
 		return ErrClosed
@@ -215,8 +235,20 @@ func (l *UDPLink) Send(payload []byte) error {
 	if err != nil {
 		return err
 	}
-	_ = l.conn.SetWriteDeadline(time.Now().Add(l.sendTO))
-	if _, err := l.conn.WriteToUDPAddrPort(frame, l.peer); err != nil {
+	l.sendFrame = frame
+	err = l.rc.Write(l.writeFn)
+	l.sendFrame = nil
+	switch errno := l.sendErrno; {
+	case err != nil:
+	case errno == unix.EAGAIN:
+		// The socket buffer is full: wait for room, but not for long.
+		_ = l.conn.SetWriteDeadline(time.Now().Add(l.sendTO))
+		_, err = l.conn.WriteToUDPAddrPort(frame, l.peer)
+		_ = l.conn.SetWriteDeadline(time.Time{})
+	case errno != 0:
+		err = os.NewSyscallError("sendmsg", errno)
+	}
+	if err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			return ErrClosed
 		}
@@ -243,9 +275,24 @@ func (l *UDPLink) Close() error {
 func (l *UDPLink) receive() {
 	buf := make([]byte, MaxFrameSize)
 	oob := make([]byte, 2*unix.CmsgSpace(4))
+	var from sockaddr
+	var n, oobn, flags int
+	var errno syscall.Errno
+	recv := func(fd uintptr) bool {
+		for {
+			n, oobn, flags, errno = rawRecvmsg(fd, buf, oob, &from)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
+	}
+	peer := l.peer.Addr().WithZone("")
 	for {
-		n, oobn, flags, from, err := l.conn.ReadMsgUDPAddrPort(buf, oob)
+		err := l.rc.Read(recv)
 		now := time.Now()
+		if err == nil && errno != 0 {
+			err = os.NewSyscallError("recvmsg", errno)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || l.closed.Load() {
 				return
@@ -258,7 +305,7 @@ func (l *UDPLink) receive() {
 			}
 			continue
 		}
-		if from.Addr().Unmap().WithZone("") != l.peer.Addr().WithZone("") || from.Port() != l.peer.Port() {
+		if src := from.addrPort(); src.Addr().Unmap() != peer || src.Port() != l.peer.Port() {
 			l.stats.drop(DropWrongSource)
 			continue
 		}
@@ -280,27 +327,36 @@ func (l *UDPLink) receive() {
 		l.tr.valid(now, 0)
 		if l.c.onReceive != nil {
 			l.c.onReceive(Received{
-				Link: l.c.name, From: string(f.From), Payload: bytes.Clone(f.Payload),
+				Link: l.c.name, From: l.fromID(f.From), Payload: bytes.Clone(f.Payload),
 				At: now, SentAt: time.Unix(0, f.SentAt), Epoch: f.Epoch, Seq: f.Seq,
 			})
 		}
 	}
 }
 
+// fromID is the sender id as a string, without an allocation when it is
+// the configured peer's (the only one accepted then).
+func (l *UDPLink) fromID(id []byte) string {
+	if string(id) == l.c.peerID {
+		return l.c.peerID
+	}
+	return string(id)
+}
+
 // receivedTTL finds the IPv4 TTL or IPv6 hop limit among the control
 // messages of one datagram.
 func receivedTTL(oob []byte) (int, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, false
-	}
-	for _, m := range msgs {
-		if (m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TTL) ||
-			(m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT) {
-			if len(m.Data) >= 4 {
-				return int(int32(binary.NativeEndian.Uint32(m.Data))), true
+	for c := cmsgs(oob); ; {
+		level, typ, data, rest, ok := c.next()
+		if !ok {
+			return 0, false
+		}
+		if (level == unix.IPPROTO_IP && typ == unix.IP_TTL) ||
+			(level == unix.IPPROTO_IPV6 && typ == unix.IPV6_HOPLIMIT) {
+			if len(data) >= 4 {
+				return int(int32(binary.NativeEndian.Uint32(data))), true
 			}
 		}
+		c = rest
 	}
-	return 0, false
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,10 +22,15 @@ import (
 // packet that arrives with any other TTL was routed, so it did not come from
 // this link and is dropped (RFC 5798 §5.1.1.3, §7.1).
 //
-// One socket sends and receives: the source address of each advert is set
-// per packet with IP_PKTINFO / IPV6_PKTINFO. (A second socket bound to the
-// source would also queue every unicast advert to us, unread; keepalived's
-// issue #839 is such a queue growing.)
+// Two sockets per interface and family, as keepalived has (fd_in, fd_out):
+// one receives (it is in Go's network poller and joins the group); the
+// other only sends, and is never polled. A socket in the poller that sends
+// wakes the poller with EPOLLOUT each time the kernel frees the sent packet,
+// a useless wake-up per advert. The sending socket binds to nothing (the
+// source address of each advert is set per packet with IP_PKTINFO /
+// IPV6_PKTINFO) and has a filter that accepts no packet, so it queues
+// nothing: a raw socket gets a copy of every VRRP packet, and an unread
+// queue growing is keepalived's issue #839.
 
 // VRRP protocol constants the socket needs (the codec is in internal/vrrp).
 const (
@@ -76,9 +82,14 @@ type VRRPStats struct {
 type VRRPSocket struct {
 	cfg     VRRPSocketConfig
 	ifindex int
-	conn    *net.IPConn
-	done    chan struct{}
-	once    sync.Once
+	conn    *net.IPConn // receives
+	rc      syscall.RawConn
+	oob     []byte // IP_PKTINFO / IPV6_PKTINFO of every send (read-only)
+
+	sendMu sync.Mutex
+	sendFd int // sends; -1 once closed (under sendMu)
+	done   chan struct{}
+	once   sync.Once
 
 	received, sent, sendErrors, badTTL, own, malformed atomic.Uint64
 }
@@ -108,10 +119,23 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp socket on %s: %w (raw sockets need CAP_NET_RAW)", cfg.Interface, err)
 	}
-	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, done: make(chan struct{})}
-	if err := s.setOptions(); err != nil {
+	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, done: make(chan struct{})}
+	if s.rc, err = conn.SyscallConn(); err == nil {
+		var serr error
+		err = s.rc.Control(func(fd uintptr) { serr = s.setOptions(int(fd), false) })
+		err = errors.Join(err, serr)
+	}
+	if err == nil {
+		s.sendFd, err = s.openSender()
+	}
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("vrrp socket on %s: %w", cfg.Interface, err)
+	}
+	if cfg.IPv6 {
+		s.oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: cfg.Source.As16(), Ifindex: uint32(s.ifindex)})
+	} else {
+		s.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: cfg.Source.As4()})
 	}
 	go s.read()
 	return s, nil
@@ -132,50 +156,78 @@ func interfaceLinkLocal(ifi *net.Interface) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("vrrp socket: %s has no IPv6 link-local address (VRRP over IPv6 sends from it)", ifi.Name)
 }
 
-func (s *VRRPSocket) setOptions() error {
-	raw, err := s.conn.SyscallConn()
-	if err != nil {
-		return err
+// openSender opens the sending socket (see the file comment).
+func (s *VRRPSocket) openSender() (int, error) {
+	family := unix.AF_INET
+	if s.cfg.IPv6 {
+		family = unix.AF_INET6
 	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, vrrpProto)
+	if err != nil {
+		return -1, fmt.Errorf("sending socket: %w (raw sockets need CAP_NET_RAW)", err)
+	}
+	if err := s.setOptions(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("sending socket: %w", err)
+	}
+	return fd, nil
+}
+
+// dropAll is a socket filter that accepts no packet.
+var dropAll = []unix.SockFilter{{Code: 0x06 /* BPF_RET|BPF_K */, K: 0}}
+
+// setOptions sets up fd as the receiving or the sending socket.
+func (s *VRRPSocket) setOptions(f int, send bool) error {
 	var serr error
 	set := func(what string, err error) {
 		if err != nil && serr == nil {
 			serr = fmt.Errorf("%s: %w", what, err)
 		}
 	}
-	err = raw.Control(func(fd uintptr) {
-		f := int(fd)
-		set("SO_BINDTODEVICE", unix.SetsockoptString(f, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, s.cfg.Interface))
+	set("SO_BINDTODEVICE", unix.SetsockoptString(f, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, s.cfg.Interface))
+	if send {
+		set("SO_ATTACH_FILTER", unix.SetsockoptSockFprog(f, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]}))
+		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, 0)) // the kernel's minimum
+		// Not even a copy of the group's adverts for the filter to drop
+		// (best effort: kernels before 4.20 lack the IPv6 option).
+		if s.cfg.IPv6 {
+			_ = unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0)
+		} else {
+			_ = unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
+		}
+	} else {
 		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, s.cfg.RecvBuffer))
-		if !s.cfg.IPv6 {
+	}
+	if !s.cfg.IPv6 {
+		if send {
 			set("IP_TTL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_TTL, vrrpTTL))
 			set("IP_MULTICAST_TTL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, vrrpTTL))
 			set("IP_MULTICAST_LOOP", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0))
 			mreq := &unix.IPMreqn{Ifindex: int32(s.ifindex), Address: s.cfg.Source.As4()}
 			set("IP_MULTICAST_IF", unix.SetsockoptIPMreqn(f, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq))
-			if s.cfg.Multicast {
-				join := &unix.IPMreqn{Multiaddr: vrrpGroup4.As4(), Ifindex: int32(s.ifindex)}
-				set("IP_ADD_MEMBERSHIP", unix.SetsockoptIPMreqn(f, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, join))
-			}
-			return
+		} else if s.cfg.Multicast {
+			join := &unix.IPMreqn{Multiaddr: vrrpGroup4.As4(), Ifindex: int32(s.ifindex)}
+			set("IP_ADD_MEMBERSHIP", unix.SetsockoptIPMreqn(f, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, join))
 		}
-		// A link-local source is briefly tentative after the interface comes
-		// up, and sendmsg with it in IPV6_PKTINFO fails (EINVAL); FREEBIND
-		// lets the first adverts out.
+		return serr
+	}
+	if send {
+		// A link-local source is briefly tentative after the interface
+		// comes up, and sendmsg with it in IPV6_PKTINFO fails (EINVAL);
+		// FREEBIND lets the first adverts out.
 		set("IPV6_FREEBIND", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1))
 		set("IPV6_UNICAST_HOPS", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, vrrpTTL))
 		set("IPV6_MULTICAST_HOPS", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, vrrpTTL))
 		set("IPV6_MULTICAST_LOOP", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0))
 		set("IPV6_MULTICAST_IF", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, s.ifindex))
-		set("IPV6_RECVHOPLIMIT", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1))
-		set("IPV6_RECVPKTINFO", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1))
-		if s.cfg.Multicast {
-			join := &unix.IPv6Mreq{Multiaddr: vrrpGroup6.As16(), Interface: uint32(s.ifindex)}
-			set("IPV6_JOIN_GROUP", unix.SetsockoptIPv6Mreq(f, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, join))
-		}
-	})
-	if err != nil {
-		return err
+		return serr
+	}
+	set("IPV6_RECVHOPLIMIT", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1))
+	set("IPV6_RECVPKTINFO", unix.SetsockoptInt(f, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1))
+	if s.cfg.Multicast {
+		join := &unix.IPv6Mreq{Multiaddr: vrrpGroup6.As16(), Interface: uint32(s.ifindex)}
+		set("IPV6_JOIN_GROUP", unix.SetsockoptIPv6Mreq(f, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, join))
 	}
 	return serr
 }
@@ -195,23 +247,31 @@ func (s *VRRPSocket) Source() netip.Addr { return s.cfg.Source }
 // Interface is the socket's interface name.
 func (s *VRRPSocket) Interface() string { return s.cfg.Interface }
 
+// sendWait bounds how long Send waits for room in a full socket buffer (a
+// stuck device queue): a late advert is worth little, and the engine waits.
+const sendWait = 10 * time.Millisecond
+
 // Send sends one VRRP payload (an encoded advert, checksum included) to dst:
-// the group or a unicast peer.
+// the group or a unicast peer. It allocates nothing and makes one raw
+// system call (see rawio.go).
 func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
-	var oob []byte
-	if s.cfg.IPv6 {
-		oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: s.cfg.Source.As16(), Ifindex: uint32(s.ifindex)})
-	} else {
-		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: s.cfg.Source.As4()})
-	}
-	to := &net.IPAddr{IP: dst.AsSlice()}
+	to := makeSockaddr(netip.AddrPortFrom(dst.WithZone(""), 0))
 	if dst.Is6() && (dst.IsLinkLocalMulticast() || dst.IsLinkLocalUnicast()) {
-		// The zone is the index, not the name: Go resolves a zone name in
-		// the calling thread's network namespace, which need not be the
-		// socket's (the name may even exist there as another interface).
-		to.Zone = strconv.Itoa(s.ifindex)
+		// The zone is the socket's interface index, never a name: a name
+		// would be resolved in the calling thread's network namespace,
+		// which need not be the socket's (the name may even exist there
+		// as another interface).
+		to.raw.Scope_id = uint32(s.ifindex)
 	}
-	if _, _, err := s.conn.WriteMsgIP(payload, oob, to); err != nil {
+	s.sendMu.Lock()
+	var err error
+	if s.sendFd < 0 {
+		err = net.ErrClosed
+	} else if errno := s.sendLocked(payload, &to); errno != 0 {
+		err = os.NewSyscallError("sendmsg", errno)
+	}
+	s.sendMu.Unlock()
+	if err != nil {
 		s.sendErrors.Add(1)
 		return fmt.Errorf("vrrp send on %s to %s: %w", s.cfg.Interface, dst, err)
 	}
@@ -219,20 +279,59 @@ func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	return nil
 }
 
+func (s *VRRPSocket) sendLocked(payload []byte, to *sockaddr) syscall.Errno {
+	deadline := time.Time{}
+	for {
+		errno := rawSendmsg(uintptr(s.sendFd), payload, s.oob, to)
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			return errno
+		}
+		// Rare: wait for room, within a bound.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(sendWait)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errno
+		}
+		pfd := []unix.PollFd{{Fd: int32(s.sendFd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+			return errno
+		}
+	}
+}
+
 func (s *VRRPSocket) read() {
 	defer close(s.done)
 	buf := make([]byte, vrrpMaxRecv)
 	oob := make([]byte, 128)
+	var from sockaddr
+	var n, oobn int
+	var errno syscall.Errno
+	recv := func(fd uintptr) bool {
+		for {
+			n, oobn, _, errno = rawRecvmsg(fd, buf, oob, &from)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
+	}
 	for {
-		n, oobn, _, from, err := s.conn.ReadMsgIP(buf, oob)
-		if err != nil {
+		if err := s.rc.Read(recv); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		if errno != 0 {
 			continue // ENOBUFS and the like: the next read may work
 		}
 		at := time.Now()
-		pkt, ok := s.decode(buf[:n], oob[:oobn], from)
+		pkt, ok := s.decode(buf[:n], oob[:oobn], from.addrPort().Addr())
 		if !ok {
 			continue
 		}
@@ -245,9 +344,9 @@ func (s *VRRPSocket) read() {
 }
 
 // decode checks TTL and provenance and extracts the payload. IPv4 raw
-// sockets deliver the IP header (ReadMsgIP does not strip it); IPv6 ones
-// deliver hop limit and destination as ancillary data.
-func (s *VRRPSocket) decode(b, oob []byte, from *net.IPAddr) (VRRPPacket, bool) {
+// sockets deliver the IP header; IPv6 ones deliver hop limit and
+// destination as ancillary data (from is the source recvmsg reported).
+func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
 	pkt := VRRPPacket{Interface: s.cfg.Interface}
 	var ttl int
 	if !s.cfg.IPv6 {
@@ -266,21 +365,20 @@ func (s *VRRPSocket) decode(b, oob []byte, from *net.IPAddr) (VRRPPacket, bool) 
 		pkt.Payload = append([]byte(nil), b[ihl:]...)
 	} else {
 		ttl = -1
-		msgs, err := unix.ParseSocketControlMessage(oob)
-		if err != nil {
-			s.malformed.Add(1)
-			return pkt, false
-		}
-		for _, m := range msgs {
-			switch {
-			case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4:
-				ttl = int(binary.NativeEndian.Uint32(m.Data))
-			case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
-				pkt.Dst = netip.AddrFrom16([16]byte(m.Data[:16]))
+		for c := cmsgs(oob); ; {
+			level, typ, data, rest, ok := c.next()
+			if !ok {
+				break
 			}
+			switch {
+			case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_HOPLIMIT && len(data) >= 4:
+				ttl = int(binary.NativeEndian.Uint32(data))
+			case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+				pkt.Dst = netip.AddrFrom16([16]byte(data[:16]))
+			}
+			c = rest
 		}
-		src, _ := netip.AddrFromSlice(from.IP)
-		pkt.Src = src.WithZone("")
+		pkt.Src = from
 		pkt.Payload = append([]byte(nil), b...)
 		if !pkt.Dst.IsValid() {
 			s.malformed.Add(1)
@@ -310,6 +408,12 @@ func (s *VRRPSocket) Close() error {
 	s.once.Do(func() {
 		err = s.conn.Close()
 		<-s.done
+		s.sendMu.Lock()
+		if s.sendFd >= 0 {
+			err = errors.Join(err, unix.Close(s.sendFd))
+			s.sendFd = -1
+		}
+		s.sendMu.Unlock()
 	})
 	return err
 }

@@ -37,7 +37,7 @@ const (
 	// writeTimeout bounds one announcement round's socket writes.
 	writeTimeout = 100 * time.Millisecond
 	// resubscribeDelay is the pause before a failed netlink event
-	// subscription is opened again (the safety poll covers the gap).
+	// subscription is opened again (the VIPs are checked when it is).
 	resubscribeDelay = time.Second
 )
 
@@ -112,6 +112,12 @@ type Announcer struct {
 	cur     burst
 	second  time.Time // start of the second burst; zero: none pending
 	refresh time.Time // next refresh round; zero: none
+	// degraded: the last attempt to put the VIPs in place failed in part
+	// (a VIP could not be added, the addresses or the link could not be
+	// read). Only then does the goroutine poll, every CheckInterval, until
+	// a check finds everything in place. (A lost netlink watch is reopened
+	// every resubscribeDelay, with a check each time.)
+	degraded bool
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -314,11 +320,13 @@ func (a *Announcer) Take() error {
 	if _, err := a.updateLinkLocked(link); err != nil {
 		errs = append(errs, err)
 	}
+	a.degraded = false
 	for _, p := range a.cfg.VIPs {
 		if err := a.nl.AddrReplace(link, vipAddr(p, a.cfg.Label)); err != nil {
 			err = fmt.Errorf("vip: add %s to %s: %w", p, a.ifname, err)
 			a.noteError(err)
 			errs = append(errs, err)
+			a.degraded = true // retried every CheckInterval
 		}
 	}
 	a.held.Store(true)
@@ -368,6 +376,7 @@ func (a *Announcer) Release() error {
 	}
 	a.held.Store(false)
 	a.cur, a.second, a.refresh = burst{}, time.Time{}, time.Time{}
+	a.degraded = false
 	a.kickLoop()
 	var errs []error
 	for _, p := range a.cfg.VIPs {
@@ -568,17 +577,17 @@ func (a *Announcer) roundLocked() error {
 	return errors.Join(errs...)
 }
 
-// nextDue is when the goroutine must next act on the schedule.
-func (a *Announcer) nextDue() (time.Time, bool) {
+// schedule is when the goroutine must next act on the schedule (ok false:
+// nothing scheduled), and whether it must poll (held and degraded).
+func (a *Announcer) schedule() (next time.Time, ok, poll bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var next time.Time
-	for _, t := range []time.Time{a.cur.next, a.second, a.refresh} {
+	for _, t := range [...]time.Time{a.cur.next, a.second, a.refresh} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
 	}
-	return next, !next.IsZero()
+	return next, !next.IsZero(), a.degraded && a.held.Load() && !a.closed
 }
 
 // fire sends whatever the schedule says is due at now.
@@ -613,7 +622,7 @@ func (a *Announcer) fire(now time.Time) {
 // onAddr handles an address event: a VIP deleted while held is added back
 // at once and announced.
 func (a *Announcer) onAddr(u netlink.AddrUpdate) {
-	if u.NewAddr || u.LinkIndex != a.ifindex {
+	if u.LinkIndex != a.ifindex || (u.NewAddr && u.Flags&unix.IFA_F_DADFAILED == 0) {
 		return
 	}
 	p, ok := addrPrefix(&u.LinkAddress)
@@ -625,7 +634,13 @@ func (a *Announcer) onAddr(u netlink.AddrUpdate) {
 	if a.closed || !a.held.Load() {
 		return
 	}
-	if !a.addBackLocked(p, "deleted") {
+	if u.NewAddr {
+		// DAD-failed (IFA_F_NODAD should prevent it, but someone may have
+		// replaced the address): checkLocked removes it and adds it back.
+		if !a.checkLocked("DAD failed") {
+			return
+		}
+	} else if !a.addBackLocked(p, "deleted") {
 		return
 	}
 	// The link's own event may still be queued behind this one (e.g. a
@@ -646,6 +661,7 @@ func (a *Announcer) addBackLocked(p netip.Prefix, reason string) bool {
 		return false
 	case err != nil:
 		a.noteError(fmt.Errorf("vip: put back %s on %s: %w", p, a.ifname, err))
+		a.degraded = true // retried every CheckInterval
 		return false
 	}
 	a.count(func(s *Stats) { s.Readds++ })
@@ -665,6 +681,7 @@ func (a *Announcer) check(reason string) {
 	renew, err := a.refreshLinkLocked()
 	if err != nil {
 		a.noteError(fmt.Errorf("vip: check: %w", err))
+		a.degraded = true
 		return
 	}
 	if a.checkLocked(reason) || renew {
@@ -673,13 +690,15 @@ func (a *Announcer) check(reason string) {
 }
 
 // checkLocked puts back missing or DAD-failed VIPs and reports whether it
-// put any back.
+// put any back. It clears degraded when every VIP is in place afterwards.
 func (a *Announcer) checkLocked(reason string) bool {
 	addrs, err := a.nl.AddrList(a.linkRef(), netlink.FAMILY_ALL)
 	if err != nil {
 		a.noteError(fmt.Errorf("vip: check: list addresses of %s: %w", a.ifname, err))
+		a.degraded = true
 		return false
 	}
+	a.degraded = false // set again below by a failure
 	flags := map[netip.Prefix]int{}
 	for _, ad := range addrs {
 		if p, ok := addrPrefix(ad.IPNet); ok {
@@ -692,6 +711,7 @@ func (a *Announcer) checkLocked(reason string) bool {
 		if present && p.Addr().Is6() && f&unix.IFA_F_DADFAILED != 0 {
 			if err := a.nl.AddrDel(a.linkRef(), vipAddr(p, "")); err != nil && !isAbsent(err) {
 				a.noteError(fmt.Errorf("vip: remove DAD-failed %s from %s: %w", p, a.ifname, err))
+				a.degraded = true
 				continue
 			}
 			present = false
@@ -731,17 +751,17 @@ func (a *Announcer) onLink(u netlink.LinkUpdate) {
 	_ = a.announceLocked(time.Now(), true)
 }
 
-// run is the Announcer's goroutine: timers, the netlink watch, the poll.
+// run is the Announcer's goroutine: timers, the netlink watch, and the poll
+// while degraded. A healthy held Announcer sleeps between events: the
+// watch tells it about every address and link change.
 func (a *Announcer) run(sub *subscription) {
 	defer a.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var pollC <-chan time.Time
-	if a.cfg.CheckInterval > 0 {
-		poll := time.NewTicker(a.cfg.CheckInterval)
-		defer poll.Stop()
-		pollC = poll.C
-	}
+	poll := time.NewTicker(time.Hour)
+	poll.Stop()
+	defer poll.Stop()
+	polling := false
 	var resubC <-chan time.Time
 	lost := func() {
 		sub.stop()
@@ -750,10 +770,23 @@ func (a *Announcer) run(sub *subscription) {
 		a.check("netlink watch lost")
 	}
 	for {
-		if next, ok := a.nextDue(); ok {
+		next, ok, degraded := a.schedule()
+		if ok {
 			timer.Reset(time.Until(next))
 		} else {
 			timer.Stop()
+		}
+		if want := degraded && a.cfg.CheckInterval > 0; want != polling {
+			if want {
+				poll.Reset(a.cfg.CheckInterval)
+			} else {
+				poll.Stop()
+			}
+			polling = want
+		}
+		var pollC <-chan time.Time
+		if polling {
+			pollC = poll.C
 		}
 		var addrC <-chan netlink.AddrUpdate
 		var linkC <-chan netlink.LinkUpdate

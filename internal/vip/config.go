@@ -16,8 +16,8 @@ const (
 	// DefaultSecondBurstDelay is the delay of the second burst after Take
 	// (vrrp_garp_master_delay).
 	DefaultSecondBurstDelay = 5 * time.Second
-	// DefaultCheckInterval is how often a held Announcer checks that its
-	// VIPs are still on the interface, besides watching netlink events.
+	// DefaultCheckInterval is how often a held Announcer retries putting
+	// its VIPs in place while that is failing (see Config.CheckInterval).
 	DefaultCheckInterval = time.Second
 )
 
@@ -59,9 +59,13 @@ type Config struct {
 	// held (keepalived's vrrp_garp_master_refresh). 0 means off.
 	Refresh time.Duration
 	// CheckInterval is how often a held Announcer lists the interface's
-	// addresses and puts back any VIP that is missing, as a safety net for
-	// the netlink event watch (e.g. after a netlink buffer overrun). 0
-	// means DefaultCheckInterval; Disabled turns the poll off.
+	// addresses and puts back any VIP that is missing, while it is
+	// degraded: a VIP could not be added (at Take or when putting it back)
+	// or the addresses could not be listed. Otherwise it does not poll: the
+	// netlink event watch reports every deletion, and a watch that fails
+	// (a netlink buffer overrun is reported as ENOBUFS) is reopened and
+	// followed by a check. 0 means DefaultCheckInterval; Disabled turns the
+	// retries off.
 	CheckInterval time.Duration
 }
 

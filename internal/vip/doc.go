@@ -38,9 +38,13 @@
 //
 // While held, the Announcer watches RTM_DELADDR events (netlink address
 // subscription, in its namespace): a VIP deleted behind its back is added
-// again at once and a burst announces it. A poll every CheckInterval does
-// the same for anything the watch missed (and for IPv6 VIPs that are
-// DAD-failed, which IFA_F_NODAD should prevent). A link coming back up, or
+// again at once and a burst announces it; so is an IPv6 VIP reported
+// DAD-failed (which IFA_F_NODAD should prevent). It does not poll in
+// steady state, so an idle master costs nothing here: the watch misses
+// nothing without saying so (a netlink overrun ends it with ENOBUFS; it is
+// then reopened and the VIPs checked). Only while putting a VIP back fails
+// (the kernel refuses it, say) does it retry every CheckInterval, listing
+// the addresses, until all are in place. A link coming back up, or
 // a new MAC, puts back the IPv6 VIPs the link's going down flushed and
 // starts a burst plus a second one after SecondBurstDelay (the first may be
 // lost while the switch port comes up); rounds while the link is down are
