@@ -386,3 +386,103 @@ func TestForgedAdvertsAreDroppedAndCounted(t *testing.T) {
 func vrrpAdvert(prio uint8) *vrrp.Advert {
 	return &vrrp.Advert{Version: 3, VRID: 55, Priority: prio, Interval: 50 * time.Millisecond, Addrs: []netip.Addr{netip.MustParseAddr("10.55.0.200")}}
 }
+
+// TestNodeLossBeatsTheTimer: with a fast UDP link between the directors
+// (its own cable, eth1), the loss of the whole master node (every
+// interface down, then SIGKILL: no FIN gets out) is noticed when the link
+// goes silent and the node answers no ARP on the VRRP interface, long
+// before VRRP's Master_Down_Interval (3.6 s at 1 s adverts). A link that
+// goes silent while the node still answers ARP changes nothing: the
+// adverts on eth0 keep the master.
+func TestNodeLossBeatsTheTimer(t *testing.T) {
+	for _, nodeLost := range []bool{true, false} {
+		name := "node lost"
+		if !nodeLost {
+			name = "link lost, node alive"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := newPair(t, "")
+			if _, _, err := p.lab.Link(p.nodes["lb1"], "eth1", []string{"10.56.0.1/30"}, p.nodes["lb2"], "eth1", []string{"10.56.0.2/30"}); err != nil {
+				t.Fatal(err)
+			}
+			key := filepath.Join(p.dir, "hb.key")
+			if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := `
+[cluster]
+name = "vrrp"
+[[node]]
+name = "lb1"
+priority = 150
+[[node.interface]]
+name = "eth0"
+addresses = ["10.55.0.11/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.56.0.1/30"]
+[[node]]
+name = "lb2"
+priority = 100
+[[node.interface]]
+name = "eth0"
+addresses = ["10.55.0.12/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.56.0.2/30"]
+[[link]]
+name = "hb"
+type = "udp"
+interface = "eth1"
+interval = "5ms"
+key_file = "` + key + `"
+[[vrrp_instance]]
+name = "front"
+vrid = 55
+interface = "eth0"
+vips = ["10.55.0.200/24"]
+advert_interval = "1s"
+links = ["hb"]
+`
+			if err := os.WriteFile(p.cfg, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			p.start(ctx, t, "lb1")
+			p.start(ctx, t, "lb2")
+			waitState(ctx, t, p.socket("lb1"), "MASTER")
+			waitState(ctx, t, p.socket("lb2"), "BACKUP")
+			waitLinkUp(ctx, t, p.socket("lb2"), "hb")
+
+			h := p.nodes["lb1"].Netlink()
+			down := func(ifname string) {
+				l, err := h.LinkByName(ifname)
+				if err == nil {
+					err = h.LinkSetDown(l)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			t0 := time.Now()
+			if !nodeLost {
+				down("eth1")
+				time.Sleep(2 * time.Second)
+				if st := statusOf(ctx, t, p.socket("lb2")); st.Instances[0].State != "BACKUP" {
+					t.Errorf("lb2 is %s 2 s after the link died while lb1 lives; want BACKUP", st.Instances[0].State)
+				}
+				return
+			}
+			down("eth0")
+			down("eth1")
+			p.procs["lb1"].Signal(syscall.SIGKILL)
+			waitState(ctx, t, p.socket("lb2"), "MASTER")
+			took := time.Since(t0)
+			t.Logf("lb2 master %v after lb1's node was lost (link 5 ms; Master_Down_Interval 3.609 s)", took.Round(time.Millisecond))
+			if took > time.Second {
+				t.Errorf("takeover took %v: the node-loss probe did not speed it up", took)
+			}
+		})
+	}
+}

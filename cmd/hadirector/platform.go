@@ -27,6 +27,10 @@ type platform struct {
 	// liveness connections, one per UDP link: they see the peer's process
 	// die within a millisecond (its kernel closes the connection).
 	liveness []*heartbeat.Liveness
+	// nodeLoss probes the peer by ARP when every link to it goes silent
+	// (nil without links); link health callbacks may come before it is
+	// set, hence the atomic.
+	nodeLoss atomic.Pointer[nodeLoss]
 	sockets  []*heartbeat.VRRPSocket
 	close    []func() error
 	log      *slog.Logger
@@ -94,6 +98,20 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 	}
 	p.opts.LinkHealth = p.linkHealth
 	p.opts.SocketDrops = p.socketDrops
+	if peer := otherNode(cfg, self); peer != nil && len(p.links) > 0 {
+		names := make([]string, 0, len(p.links))
+		for n := range p.links {
+			names = append(names, n)
+		}
+		lost := func(addrs []netip.Addr) {
+			if e := p.engine.Load(); e != nil {
+				e.PeerLost(addrs)
+			}
+		}
+		if nl := newNodeLoss(cfg, peer, names, lost, log); nl != nil {
+			p.nodeLoss.Store(nl)
+		}
+	}
 	if len(p.liveness) == 0 {
 		if err := p.defaultLiveness(cfg, self); err != nil {
 			return nil, err
@@ -189,9 +207,17 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 		}
 	}
 	onRx := func(r heartbeat.Received) {
+		if director.IsKeepalive(r.Payload) {
+			// The link has counted it as life; the engine would only
+			// drop it, after a wake-up per frame.
+			return
+		}
 		p.deliver(director.Packet{Link: l.Name, Payload: r.Payload, At: r.At})
 	}
 	onHealth := func(h heartbeat.LinkHealth) {
+		if nl := p.nodeLoss.Load(); nl != nil {
+			nl.health(h)
+		}
 		if h.Up {
 			p.log.Info("heartbeat link up", "link", h.Name)
 		} else {
@@ -228,6 +254,20 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 			OnReceive: onRx, OnHealth: onHealth})
 	}
 	return nil, fmt.Errorf("unknown link type %q", l.Type)
+}
+
+// otherNode is the other director of a pair; nil unless there are exactly
+// two nodes.
+func otherNode(cfg *config.Config, self *config.Node) *config.Node {
+	if len(cfg.Nodes) != 2 {
+		return nil
+	}
+	for i := range cfg.Nodes {
+		if cfg.Nodes[i].Name != self.Name {
+			return &cfg.Nodes[i]
+		}
+	}
+	return nil
 }
 
 func firstAddr(ifc *config.Interface) (netip.Addr, bool) {

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/heartbeat"
+)
+
+// nodeLoss detects the loss of the peer node faster than VRRP's timer when
+// the pair has fast heartbeat links. When every link to the peer goes
+// silent at once, either the links failed or the whole node did. An ARP
+// probe of the peer's addresses on the VRRP interfaces tells which: a node
+// whose kernel still answers is alive (its links failed, and the RFC timers
+// stay in charge); no answer on any of them means the node is gone, and the
+// backup takes over now instead of three advert intervals later.
+//
+// The probe runs once per transition to "all links down", off every lock
+// and the engine's goroutine.
+type nodeLoss struct {
+	log     *slog.Logger
+	lost    func([]netip.Addr) // the engine's PeerLost
+	targets []arpTarget        // the peer's IPv4 address on each VRRP interface
+	addrs   []netip.Addr       // every address of the peer, for PeerLost
+	tries   int
+	wait    time.Duration
+	probe   func(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error)
+
+	mu      sync.Mutex
+	links   map[string]bool // link name → up
+	probing bool
+}
+
+type arpTarget struct {
+	ifname string
+	addr   netip.Addr
+}
+
+// Node-loss probe timing: two ARP requests, 2 ms apart. An ARP reply on a
+// LAN takes well under a millisecond; two chances absorb one lost frame.
+const (
+	nodeLossTries = 2
+	nodeLossWait  = 2 * time.Millisecond
+)
+
+// newNodeLoss watches the links named in links; nil when there is nothing
+// to probe (no IPv4 VRRP interface shared with the peer).
+func newNodeLoss(cfg *config.Config, peer *config.Node, links []string, lost func([]netip.Addr), log *slog.Logger) *nodeLoss {
+	n := &nodeLoss{log: log, lost: lost, addrs: nodeAddrs(peer), tries: nodeLossTries, wait: nodeLossWait,
+		probe: heartbeat.ProbeARP, links: map[string]bool{}}
+	seen := map[string]bool{}
+	for _, in := range cfg.Instances {
+		if in.Family() != config.IPv4 || seen[in.Interface] {
+			continue
+		}
+		seen[in.Interface] = true
+		if a, ok := peer.Interface(in.Interface).FirstAddr(config.IPv4); ok {
+			n.targets = append(n.targets, arpTarget{in.Interface, a})
+		}
+	}
+	if len(n.targets) == 0 || len(links) == 0 {
+		return nil
+	}
+	for _, l := range links {
+		n.links[l] = true // up until told otherwise: no probe before any link has been seen down
+	}
+	return n
+}
+
+// health takes a link's health transition.
+func (n *nodeLoss) health(h heartbeat.LinkHealth) {
+	n.mu.Lock()
+	if _, ok := n.links[h.Name]; !ok {
+		n.mu.Unlock()
+		return
+	}
+	wasAll := n.allDownLocked()
+	n.links[h.Name] = h.Up
+	start := !wasAll && n.allDownLocked() && !n.probing
+	if start {
+		n.probing = true
+	}
+	n.mu.Unlock()
+	if start {
+		go n.run()
+	}
+}
+
+func (n *nodeLoss) allDownLocked() bool {
+	for _, up := range n.links {
+		if up {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *nodeLoss) run() {
+	defer func() {
+		n.mu.Lock()
+		n.probing = false
+		n.mu.Unlock()
+	}()
+	start := time.Now()
+	for _, t := range n.targets {
+		alive, err := n.probe(t.ifname, t.addr, n.tries, n.wait)
+		if err != nil {
+			n.log.Warn("node-loss probe failed; the VRRP timer decides", "interface", t.ifname, "peer", t.addr, "err", err)
+			return
+		}
+		if alive {
+			n.log.Warn("every heartbeat link to the peer is silent, but its node answers ARP: the links failed; the VRRP timer decides",
+				"interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
+			return
+		}
+	}
+	n.mu.Lock()
+	back := !n.allDownLocked()
+	n.mu.Unlock()
+	if back {
+		return // a link came back while probing
+	}
+	n.log.Warn("peer node lost: every heartbeat link is silent and it answers no ARP", "probe", time.Since(start))
+	n.lost(n.addrs)
+}

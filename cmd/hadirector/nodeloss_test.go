@@ -1,0 +1,123 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/heartbeat"
+)
+
+// TestNodeLoss: the probe runs once when the last link goes down, never
+// while one is up; a peer that answers ARP is not declared lost; one that
+// does not is, with every address it has. (ProbeARP itself is tested in
+// namespaces in internal/heartbeat.)
+func TestNodeLoss(t *testing.T) {
+	cfg, err := config.Parse("t.toml", []byte(`
+[cluster]
+name = "t"
+[[node]]
+name = "lb1"
+[[node.interface]]
+name = "eth0"
+addresses = ["10.0.0.1/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.1.0.1/24"]
+[[node]]
+name = "lb2"
+[[node.interface]]
+name = "eth0"
+addresses = ["10.0.0.2/24"]
+[[node.interface]]
+name = "eth1"
+addresses = ["10.1.0.2/24"]
+[[link]]
+name = "a"
+type = "udp"
+interface = "eth1"
+key_file = "/dev/null"
+[[link]]
+name = "b"
+type = "udp"
+interface = "eth1"
+port = 700
+key_file = "/dev/null"
+[[vrrp_instance]]
+name = "VI_1"
+vrid = 51
+interface = "eth0"
+vips = ["10.0.0.100/24"]
+links = ["a", "b"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var probes []string
+	var lost [][]netip.Addr
+	alive := true
+	n := newNodeLoss(cfg, cfg.Node("lb2"), []string{"a", "b"}, func(a []netip.Addr) {
+		mu.Lock()
+		lost = append(lost, a)
+		mu.Unlock()
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	n.probe = func(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		probes = append(probes, ifname+" "+target.String())
+		return alive, nil
+	}
+	wait := func() {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			n.mu.Lock()
+			busy := n.probing
+			n.mu.Unlock()
+			if !busy {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("probe never finished")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
+	wait()
+	if len(probes) != 0 {
+		t.Fatalf("probed while link b was up: %v", probes)
+	}
+	n.health(heartbeat.LinkHealth{Name: "b", Up: false})
+	wait()
+	if strings.Join(probes, ",") != "eth0 10.0.0.2" || len(lost) != 0 {
+		t.Fatalf("alive peer: probes %v, lost %v", probes, lost)
+	}
+	n.health(heartbeat.LinkHealth{Name: "other", Up: false}) // not watched
+	n.health(heartbeat.LinkHealth{Name: "b", Up: false})     // still all down: no new probe
+	wait()
+	if len(probes) != 1 {
+		t.Fatalf("probed again without a new loss: %v", probes)
+	}
+
+	n.health(heartbeat.LinkHealth{Name: "a", Up: true})
+	mu.Lock()
+	alive = false
+	mu.Unlock()
+	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
+	wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(probes) != 2 || len(lost) != 1 || len(lost[0]) != 2 || lost[0][0] != netip.MustParseAddr("10.0.0.2") {
+		t.Fatalf("dead peer: probes %v, lost %v", probes, lost)
+	}
+	if newNodeLoss(cfg, cfg.Node("lb2"), nil, nil, nil) != nil {
+		t.Error("a watcher without links")
+	}
+}
