@@ -15,7 +15,13 @@ import (
 func watchLinks(names map[string]bool, report func(name string, up bool), done <-chan struct{}, log *slog.Logger) (initialDown []string, err error) {
 	updates := make(chan netlink.LinkUpdate, 64)
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { log.Warn("link watch", "err", err) },
+		ErrorCallback: func(err error) {
+			select {
+			case <-done: // closing the subscription makes its last Receive fail: not news
+			default:
+				log.Warn("link watch", "err", err)
+			}
+		},
 	}); err != nil {
 		return nil, err
 	}
