@@ -4,13 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hadirector/hadirector/internal/ipvs"
+	"github.com/hadirector/hadirector/internal/ipvs/kerneltest"
 )
 
 // Tests against the kernel's real sync daemons. The dev/CI hosts have no
@@ -30,57 +29,17 @@ import (
 // namespace.
 
 // needIPVS runs the test if the kernel has IPVS, fails it inside the VM
-// (where IPVS is the point) and skips it elsewhere.
+// and skips it elsewhere.
 func needIPVS(t *testing.T) {
 	t.Helper()
-	err := ipvs.Preflight()
-	if err == nil {
-		return
-	}
-	if os.Getenv("HADIRECTOR_VMTEST") == "1" {
-		t.Fatalf("inside the test VM the kernel must have IPVS: %v", err)
-	}
-	t.Skip("kernel has no IPVS; run in the VM: " +
-		`CGO_ENABLED=0 go test -exec "$PWD/integration/vm/go-exec.sh" ./internal/connsync/`)
+	kerneltest.NeedIPVS(t, ipvs.Preflight, "./internal/connsync/")
 }
 
-var nsCounter atomic.Int32
-
-// newNetns creates a named network namespace with lo up and returns its
-// path; the test's cleanup deletes it.
+// newNetns is a fresh network namespace for one test: its own IPVS table,
+// sysctls and sync daemons.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("creating a network namespace needs root")
-	}
-	name := fmt.Sprintf("hdsync-%d-%d", os.Getpid(), nsCounter.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		// netns.NewNamed moves the calling thread into the new namespace;
-		// the goroutine exits with the thread locked, so the runtime
-		// destroys the thread rather than reuse it there.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		h.Close()
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("new network namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete network namespace %s: %v", name, err)
-		}
-	})
-	return "/var/run/netns/" + name
+	return kerneltest.NewNetns(t, "hdsync")
 }
 
 // inNetns runs fn on an OS thread switched into the namespace at path.

@@ -2,20 +2,15 @@ package ipvs
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"github.com/hadirector/hadirector/internal/ipvs/kerneltest"
 )
 
 // Tests against the real kernel IPVS table. The dev/CI hosts have no IPVS, so
@@ -27,63 +22,17 @@ import (
 // is sent, they only live in the table.
 
 // needIPVS runs the test if the kernel has IPVS, fails it inside the VM
-// (where IPVS is the point) and skips it elsewhere.
+// and skips it elsewhere.
 func needIPVS(t *testing.T) {
 	t.Helper()
-	err := Preflight()
-	if err == nil {
-		return
-	}
-	if os.Getenv("HADIRECTOR_VMTEST") == "1" {
-		t.Fatalf("inside the test VM the kernel must have IPVS: %v", err)
-	}
-	t.Skip("kernel has no IPVS; run in the VM: " +
-		`CGO_ENABLED=0 go test -exec "$PWD/integration/vm/go-exec.sh" ./internal/ipvs/`)
+	kerneltest.NeedIPVS(t, Preflight, "./internal/ipvs/")
 }
 
-var nsCounter atomic.Int32
-
-// newNetns creates a named network namespace for one test, so tests never
-// share (or dirty) an IPVS table, and returns its path.
+// newNetns is a fresh network namespace for one test: its own IPVS table,
+// sysctls and sync daemons.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("creating a network namespace needs root")
-	}
-	name := fmt.Sprintf("hdtest-%d-%d", os.Getpid(), nsCounter.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		// netns.NewNamed moves the calling thread into the new namespace.
-		// This goroutine exits with its thread locked, so the runtime
-		// destroys that thread rather than reuse it in the wrong namespace.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		h.Close()
-		// Bring lo up: until the namespace has a local routing table the
-		// kernel refuses every IPv4 destination with EINVAL (ip_vs_new_dest
-		// wants inet_addr_type() to say UNICAST or LOCAL).
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		if err != nil {
-			err = fmt.Errorf("set lo up: %w", err)
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("netns.NewNamed(%s): %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("netns.DeleteNamed(%s): %v", name, err)
-		}
-	})
-	return "/var/run/netns/" + name
+	return kerneltest.NewNetns(t, "hdtest")
 }
 
 func openIn(t *testing.T, nsPath string) *Kernel {
