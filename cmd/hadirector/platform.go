@@ -105,7 +105,7 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 		}
 		lost := func(addrs []netip.Addr) {
 			if e := p.engine.Load(); e != nil {
-				e.PeerLost(addrs)
+				e.PeerLost(addrs, "master's node is gone (every heartbeat link silent, no ARP answer)")
 			}
 		}
 		if nl := newNodeLoss(cfg, peer, names, lost, log); nl != nil {
@@ -330,7 +330,7 @@ func (p *platform) openLiveness(self, peer *config.Node, local, remote netip.Add
 			case heartbeat.LivenessLost:
 				p.log.Warn("peer's process is gone (liveness connection closed by its kernel)", "peer", peer.Name, "err", ev.Err)
 				if e := p.engine.Load(); e != nil {
-					go e.PeerLost(peerAddrs) // OnPeer must not block
+					go e.PeerLost(peerAddrs, "") // OnPeer must not block
 				}
 			case heartbeat.LivenessConnected:
 				p.log.Info("liveness connection up", "peer", peer.Name)

@@ -688,10 +688,12 @@ func (e *Engine) track(s *state, in *instance, now time.Time) {
 	}
 }
 
-// PeerLost reports that the liveness connection saw the peer's process die
-// (its kernel closed the connection without a goodbye): a backup whose
+// PeerLost reports that the peer is gone: the liveness connection saw its
+// process die (its kernel closed the connection without a goodbye), or its
+// node stopped answering (every link silent, no ARP answer). A backup whose
 // master that was takes over at once instead of waiting out the timer.
-func (e *Engine) PeerLost(addrs []netip.Addr) {
+// reason is for the transition ("" : the liveness connection).
+func (e *Engine) PeerLost(addrs []netip.Addr, reason string) {
 	e.do(context.Background(), func(s *state) {
 		now := e.opts.Now()
 		for _, a := range addrs {
@@ -699,7 +701,7 @@ func (e *Engine) PeerLost(addrs []netip.Addr) {
 		}
 		for _, in := range s.instances {
 			for _, a := range addrs {
-				e.apply(s, in, in.machine.Step(vrrp.MasterLost{Master: a}, now), now)
+				e.apply(s, in, in.machine.Step(vrrp.MasterLost{Master: a, Reason: reason}, now), now)
 			}
 		}
 	})

@@ -436,7 +436,7 @@ func TestStaleAdvertAfterPeerLost(t *testing.T) {
 	waitFor(t, "lb1 MASTER", func() bool { return stateOf(t, lb1) == "MASTER" && stateOf(t, lb2) == "BACKUP" })
 	lb1.crash(n, "10.0.0.1")
 	received := time.Now() // "received before the Lost event"
-	lb2.e.PeerLost([]netip.Addr{netip.MustParseAddr("10.0.0.1")})
+	lb2.e.PeerLost([]netip.Addr{netip.MustParseAddr("10.0.0.1")}, "")
 	waitFor(t, "lb2 MASTER", func() bool { return stateOf(t, lb2) == "MASTER" })
 
 	src, group := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("224.0.0.18")

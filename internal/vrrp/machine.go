@@ -98,10 +98,16 @@ type Reconfigure struct {
 	PreemptDelay   time.Duration
 }
 
-// MasterLost says a liveness channel saw the master's process die (its
-// kernel closed the connection): the master will send no more adverts, so a
-// backup need not wait out Master_Down_Interval.
-type MasterLost struct{ Master netip.Addr }
+// MasterLost says the master is gone: a liveness channel saw its process
+// die (its kernel closed the connection), or its node answers nothing any
+// more. It will send no more adverts, so a backup need not wait out
+// Master_Down_Interval.
+type MasterLost struct {
+	Master netip.Addr
+	// Reason says how it is known (for the transition); default: the
+	// liveness connection.
+	Reason string
+}
 
 // Sync group events: the engine keeps the instances of a sync group
 // together (keepalived's vrrp_sync_group).
@@ -316,7 +322,11 @@ func (m *Machine) Step(e Event, now time.Time) []Action {
 		}
 	case MasterLost:
 		if m.state == Backup && m.master.IsValid() && e.Master == m.master {
-			m.enterMaster(&out, now, "master's process is gone (liveness connection closed)")
+			reason := e.Reason
+			if reason == "" {
+				reason = "master's process is gone (liveness connection closed)"
+			}
+			m.enterMaster(&out, now, reason)
 		}
 	}
 	return out
