@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hadirector/hadirector/internal/ipvs"
+	"github.com/hadirector/hadirector/internal/ipvs/kerneltest"
 )
 
 // Environment of the VM runs (see integration/vm).
@@ -34,14 +35,7 @@ func InVM() bool { return os.Getenv(EnvVMTest) == "1" }
 // inside the VM (where IPVS is the point) and skips it elsewhere.
 func NeedIPVS(tb testing.TB) {
 	tb.Helper()
-	err := ipvs.Preflight()
-	if err == nil {
-		return
-	}
-	if InVM() {
-		tb.Fatalf("inside the test VM the kernel must have IPVS: %v", err)
-	}
-	tb.Skipf("kernel has no IPVS (%v); run in the VM: %s", err, HowToRun)
+	kerneltest.NeedIPVS(tb, ipvs.Preflight, HowToRun)
 }
 
 // DaemonBinary returns the hadirector binary under test: $HADIRECTOR_LVS_DAEMON

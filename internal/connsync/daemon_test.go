@@ -32,7 +32,7 @@ import (
 // and skips it elsewhere.
 func needIPVS(t *testing.T) {
 	t.Helper()
-	kerneltest.NeedIPVS(t, ipvs.Preflight, "./internal/connsync/")
+	kerneltest.NeedIPVS(t, ipvs.Preflight, kerneltest.GoExec("./internal/connsync/"))
 }
 
 // newNetns is a fresh network namespace for one test: its own IPVS table,

@@ -299,17 +299,25 @@ func destinationArgs(s Service, d Destination) (*mobyipvs.Service, *mobyipvs.Des
 	return ms, md, nil
 }
 
+// dumpDestinations is the kernel's destination dump of service s, as
+// moby/ipvs decodes it (with the counters Destinations leaves out).
+func (k *Kernel) dumpDestinations(s Service) ([]*mobyipvs.Destination, error) {
+	ms, err := serviceToMoby(s, false)
+	if err != nil {
+		return nil, err
+	}
+	var mds []*mobyipvs.Destination
+	err = k.do(func(h *mobyipvs.Handle) (err error) {
+		mds, err = h.GetDestinations(ms)
+		return err
+	})
+	return mds, err
+}
+
 // Destinations lists the destinations of service s (only its key matters).
 // Note: the kernel answers a missing service with an empty list, not an error.
 func (k *Kernel) Destinations(s Service) ([]Destination, error) {
-	ms, err := serviceToMoby(s, false)
-	var mds []*mobyipvs.Destination
-	if err == nil {
-		err = k.do(func(h *mobyipvs.Handle) (err error) {
-			mds, err = h.GetDestinations(ms)
-			return err
-		})
-	}
+	mds, err := k.dumpDestinations(s)
 	if err != nil {
 		return nil, fmt.Errorf("ipvs: list destinations of %s: %w", s, err)
 	}
@@ -332,14 +340,7 @@ type Conns struct {
 // Counters returns the connection counters of service s's destinations,
 // by address.
 func (k *Kernel) Counters(s Service) (map[netip.AddrPort]Conns, error) {
-	ms, err := serviceToMoby(s, false)
-	var mds []*mobyipvs.Destination
-	if err == nil {
-		err = k.do(func(h *mobyipvs.Handle) (err error) {
-			mds, err = h.GetDestinations(ms)
-			return err
-		})
-	}
+	mds, err := k.dumpDestinations(s)
 	if err != nil {
 		return nil, fmt.Errorf("ipvs: counters of %s: %w", s, err)
 	}

@@ -25,7 +25,7 @@ import (
 // and skips it elsewhere.
 func needIPVS(t *testing.T) {
 	t.Helper()
-	kerneltest.NeedIPVS(t, Preflight, "./internal/ipvs/")
+	kerneltest.NeedIPVS(t, Preflight, kerneltest.GoExec("./internal/ipvs/"))
 }
 
 // newNetns is a fresh network namespace for one test: its own IPVS table,

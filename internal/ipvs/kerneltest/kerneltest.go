@@ -18,8 +18,8 @@ import (
 
 // NeedIPVS runs the test if preflight (ipvs.Preflight) passes, fails it
 // inside the VM (HADIRECTOR_VMTEST=1, where IPVS is the point) and skips it
-// elsewhere, saying how to run pkg ("./internal/ipvs/") in the VM.
-func NeedIPVS(t testing.TB, preflight func() error, pkg string) {
+// elsewhere with howToRun, the command that runs it in the VM.
+func NeedIPVS(t testing.TB, preflight func() error, howToRun string) {
 	t.Helper()
 	err := preflight()
 	if err == nil {
@@ -28,8 +28,13 @@ func NeedIPVS(t testing.TB, preflight func() error, pkg string) {
 	if os.Getenv("HADIRECTOR_VMTEST") == "1" {
 		t.Fatalf("inside the test VM the kernel must have IPVS: %v", err)
 	}
-	t.Skip("kernel has no IPVS; run in the VM: " +
-		`CGO_ENABLED=0 go test -exec "$PWD/integration/vm/go-exec.sh" ` + pkg)
+	t.Skipf("kernel has no IPVS (%v); run in the VM: %s", err, howToRun)
+}
+
+// GoExec is the command that runs the tests of package pkg
+// ("./internal/ipvs/") in the VM.
+func GoExec(pkg string) string {
+	return `CGO_ENABLED=0 go test -exec "$PWD/integration/vm/go-exec.sh" ` + pkg
 }
 
 var counter atomic.Int32
