@@ -265,6 +265,7 @@ const (
 // disabled, until the kernel's linkwatch worker has processed the carrier
 // change; that can take a while when namespaces are being destroyed at the
 // same time, and a dropped first ARP or SYN costs a 1 s retransmission.
+// A node's end also waits for IPv6 to settle (see ipv6State).
 func (ns *namespace) waitReady(index int, bridgePort bool, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	delay := 500 * time.Microsecond
@@ -273,14 +274,57 @@ func (ns *namespace) waitReady(index int, bridgePort bool, timeout time.Duration
 		if err != nil {
 			return err
 		}
-		if st.operstate == uint8(netlink.OperUp) && st.qdisc != "" && st.qdisc != "noop" &&
-			(!bridgePort || st.brState == brStateForwarding) {
+		linkUp := st.operstate == uint8(netlink.OperUp) && st.qdisc != "" && st.qdisc != "noop" &&
+			(!bridgePort || st.brState == brStateForwarding)
+		v6 := "settled"
+		if linkUp && !bridgePort {
+			if v6, err = ns.ipv6State(index); err != nil {
+				return err
+			}
+		}
+		if linkUp && v6 == "settled" {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("link %d in %s not ready after %v: %v", index, ns.name, timeout, st)
+			return fmt.Errorf("link %d in %s not ready after %v: %v, IPv6 %s", index, ns.name, timeout, st, v6)
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, 20*time.Millisecond)
 	}
+}
+
+// ipv6State says whether IPv6 on link index is settled: disabled, or with
+// a link-local address and no tentative address. The kernel adds the
+// link-local address after it reports the carrier, and until its DAD work
+// has run (even with accept_dad=0 that is a separate, deferred step) the
+// address is tentative: a neighbour solicitation sent then goes
+// unanswered and the first packet to a fresh IPv6 neighbour waits for the
+// 1 s retransmission.
+func (ns *namespace) ipv6State(index int) (string, error) {
+	link, err := ns.nl.LinkByIndex(index)
+	if err != nil {
+		return "", err
+	}
+	var disabled string
+	if err := inNetns(ns.h, func() (err error) {
+		disabled, err = readSysctl("net/ipv6/conf/" + link.Attrs().Name + "/disable_ipv6")
+		return err
+	}); err != nil || disabled == "1" {
+		return "settled", nil // no IPv6 on this link (or in this kernel)
+	}
+	addrs, err := ns.nl.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return "", err
+	}
+	linkLocal := false
+	for _, a := range addrs {
+		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			return "address " + a.IP.String() + " tentative", nil
+		}
+		linkLocal = linkLocal || a.IP.IsLinkLocalUnicast()
+	}
+	if !linkLocal {
+		return "no link-local address yet", nil
+	}
+	return "settled", nil
 }
