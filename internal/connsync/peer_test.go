@@ -162,7 +162,13 @@ func newEnd(t *testing.T, node, peer, local, remote string, port int, key []byte
 	ch, err := NewPeerChannel(PeerConfig{NodeID: node, PeerID: peer,
 		Local: netip.MustParseAddr(local), Peer: netip.MustParseAddr(remote), Port: port,
 		Key: key, Domain: "test", Interval: interval,
-		State: func() PeerState { e.mu.Lock(); defer e.mu.Unlock(); s := e.state; s.Entries = append([]PeerEntry(nil), s.Entries...); return s },
+		State: func() PeerState {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			s := e.state
+			s.Entries = append([]PeerEntry(nil), s.Entries...)
+			return s
+		},
 		OnState: func(s PeerState) { e.mu.Lock(); e.got = append(e.got, s); e.mu.Unlock() },
 	})
 	if err != nil {
