@@ -109,6 +109,13 @@ type MasterLost struct {
 	Reason string
 }
 
+// PreemptHold holds back (On) or allows again (Off) preemption of a live
+// lower-priority master: a recovering director that does not yet hold the
+// master's connections must not take the virtual addresses from it. It
+// changes nothing else: a master that dies or resigns is still replaced at
+// once.
+type PreemptHold struct{ On bool }
+
 // Sync group events: the engine keeps the instances of a sync group
 // together (keepalived's vrrp_sync_group).
 type (
@@ -133,6 +140,7 @@ func (LinkUp) event()        {}
 func (PriorityDelta) event() {}
 func (Reconfigure) event()   {}
 func (MasterLost) event()    {}
+func (PreemptHold) event()   {}
 
 // Action is an output of Step, for the driver to carry out in order.
 type Action interface{ action() }
@@ -185,6 +193,7 @@ type Machine struct {
 	fault    bool // a tracked interface is down
 	gfault   bool // another member of the sync group is in Fault
 	stopping bool // Stop received while master: handing over
+	hold     bool // PreemptHold
 
 	masterAdverInterval time.Duration
 	master              netip.Addr // the current master's address, when known
@@ -319,6 +328,11 @@ func (m *Machine) Step(e Event, now time.Time) []Action {
 				out.add(SendAdvert{m.Priority()})
 				m.adverTimer = now.Add(m.cfg.AdvertInterval)
 			}
+		}
+	case PreemptHold:
+		m.hold = e.On
+		if e.On {
+			m.preemptAt = time.Time{}
 		}
 	case MasterLost:
 		if m.state == Backup && m.master.IsValid() && e.Master == m.master {
@@ -455,7 +469,7 @@ func (m *Machine) receivedAsBackup(out *actions, r Received, now time.Time) {
 		return
 	}
 	lower := a.Priority < m.Priority()
-	if m.cfg.Preempt && lower {
+	if m.cfg.Preempt && lower && !m.hold {
 		if m.cfg.PreemptDelay == 0 {
 			m.stats.LowerPriority++
 			return // let Master_Down_Timer run out: preemption

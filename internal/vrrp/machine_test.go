@@ -127,6 +127,22 @@ func TestScenarios(t *testing.T) {
 			{6 * time.Second, from(low, advert(50, adv1s)), "", Backup}, // delay over: ignored
 			{5*time.Second + mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
 		}},
+		{"preempt hold: a lower master is kept while held, preempted once released; a dead one is replaced anyway", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{0, PreemptHold{On: true}, "", Backup},
+			{time.Second, from(low, advert(50, adv1s)), "", Backup},
+			{2 * time.Second, from(low, advert(50, adv1s)), "", Backup},
+			{mdi + time.Second, Tick{}, "", Backup}, // accepted: no preemption
+			{3 * time.Second, PreemptHold{On: false}, "", Backup},
+			{3 * time.Second, from(low, advert(50, adv1s)), "", Backup}, // ignored now
+			{2*time.Second + mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+		}},
+		{"preempt hold does not keep a backup from replacing a silent master", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{0, PreemptHold{On: true}, "", Backup},
+			{time.Second, from(low, advert(50, adv1s)), "", Backup},
+			{time.Second + mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+		}},
 		{"priority 0: take over after Skew_Time", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
 			{time.Second, from(high, advert(200, adv1s)), "", Backup},
