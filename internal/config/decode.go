@@ -98,6 +98,15 @@ func (d *decoder) decodeValue(path string, v *value, rv reflect.Value) {
 			return
 		}
 		rv.SetInt(v.num)
+	case reflect.Float64:
+		switch v.kind {
+		case kindFloat:
+			rv.SetFloat(v.flt)
+		case kindInteger: // catch_up = 1 means 1.0
+			rv.SetFloat(float64(v.num))
+		default:
+			d.typeProblem(path, v, "a number", rv)
+		}
 	case reflect.Struct:
 		if v.kind != kindTable {
 			d.typeProblem(path, v, "a table", rv)

@@ -33,6 +33,10 @@ const (
 	DefaultHTTPStatusLo   = 200
 	DefaultHTTPStatusHi   = 299
 	DefaultSyncEnabled    = true
+	DefaultPeerPort       = 8850 // the kernel's sync traffic uses 8848 and up
+	DefaultPeerInterval   = time.Second
+	DefaultCatchUp        = 0.9
+	DefaultCatchUpTimeout = 60 * time.Second
 	DefaultNotifyTimeout  = 10 * time.Second
 	DefaultGARPRepeat     = 5               // keepalived's vrrp_garp_master_repeat
 	DefaultGARPDelay      = 5 * time.Second // keepalived's vrrp_garp_master_delay
@@ -123,6 +127,18 @@ func applyDefaults(c *Config) {
 		def(c, "sync.group", &s.Group, DefaultSyncGroup)
 		def(c, "sync.port", &s.Port, DefaultSyncPort)
 		def(c, "sync.ttl", &s.TTL, DefaultSyncTTL)
+		def(c, "sync.peer_port", &s.PeerPort, DefaultPeerPort)
+		def(c, "sync.peer_interval", &s.PeerInterval, Duration(DefaultPeerInterval))
+		def(c, "sync.catch_up", &s.CatchUp, DefaultCatchUp)
+		def(c, "sync.catch_up_timeout", &s.CatchUpTimeout, Duration(DefaultCatchUpTimeout))
+		if !c.isSet("sync.key_file") {
+			for _, l := range c.Links {
+				if l.Type == LinkUDP && l.KeyFile != "" {
+					s.KeyFile = l.KeyFile
+					break
+				}
+			}
+		}
 		if len(c.Instances) > 0 {
 			// keepalived's default too: the sync id is the VRID, so two
 			// clusters on one segment do not take each other's connections.

@@ -306,6 +306,18 @@ type Sync struct {
 	Retries       int      `toml:"sync_retries"`
 	SloppyTCP     bool     `toml:"sloppy_tcp"`
 	SloppySCTP    bool     `toml:"sloppy_sctp"`
+	// The peer state channel between the directors, on the sync
+	// interface: health verdicts, operator overrides, config epoch and
+	// connection counts. PeerPort 0 turns it off. KeyFile authenticates it
+	// (default: the first UDP link's key file).
+	PeerPort     int      `toml:"peer_port"`
+	PeerInterval Duration `toml:"peer_interval"`
+	KeyFile      string   `toml:"key_file"`
+	// The caught-up gate: a backup that outranks a live master preempts
+	// only once it holds CatchUp (a fraction) of the master's connections,
+	// or CatchUpTimeout after it began to wait. CatchUp 0 turns it off.
+	CatchUp        float64  `toml:"catch_up"`
+	CatchUpTimeout Duration `toml:"catch_up_timeout"`
 }
 
 // Sysctl says whether the file set the sync key (sync_threshold, ...),

@@ -564,6 +564,18 @@ func (v *validator) sync() {
 	if v.c.isSet("sync.sync_retries") {
 		v.intRange("sync.sync_retries", s.Retries, 0, 3, "resends of each sync message, at a refresh period / 8")
 	}
+	v.intRange("sync.peer_port", s.PeerPort, 0, 65535, "0 turns the peer state channel off")
+	if s.PeerPort != 0 && s.PeerPort == s.Port {
+		v.errf("sync.peer_port", "the kernel's sync traffic uses sync.port; the default is 8850", "%d collides with the sync traffic on %d", s.PeerPort, s.Port)
+	}
+	v.durRange("sync.peer_interval", s.PeerInterval, 10*time.Millisecond, time.Minute)
+	if s.KeyFile != "" && !filepath.IsAbs(s.KeyFile) {
+		v.errf("sync.key_file", "the daemon's working directory is not the config's; use an absolute path", "%q is not an absolute path", s.KeyFile)
+	}
+	if s.CatchUp < 0 || s.CatchUp > 1 {
+		v.errf("sync.catch_up", "a fraction of the master's connections, 0 (gate off) to 1", "%v is out of range", s.CatchUp)
+	}
+	v.durRange("sync.catch_up_timeout", s.CatchUpTimeout, 0, 24*time.Hour)
 }
 
 // unicast checks the peer list: an empty one is an error, never a silent
