@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -650,3 +653,20 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 
 // Bits is the address length of the family: 32 or 128.
 func (f Family) Bits() int { return f.bits() }
+
+// ServicesEpoch identifies the virtual services and the IPVS settings of
+// this config: two directors whose epochs differ do not run the same
+// services (a reload reached one and not the other), and must not adopt
+// each other's health verdicts. It hashes the decoded values, so comments
+// and layout do not count.
+func (c *Config) ServicesEpoch() uint64 {
+	b, err := json.Marshal(struct {
+		Services []VirtualService
+		IPVS     IPVS
+	}{c.Services, c.IPVS})
+	if err != nil {
+		return 0
+	}
+	sum := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(sum[:8])
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/connsync"
 	"github.com/hadirector/hadirector/internal/control"
 	"github.com/hadirector/hadirector/internal/healthcheck"
 	"github.com/hadirector/hadirector/internal/vrrp"
@@ -62,6 +63,13 @@ type Options struct {
 	// ServiceHooks is called on the engine goroutine for every real-server
 	// and quorum transition; it must not block.
 	ServiceHooks func(ServiceEvent)
+	// PeerChanged is called on the engine goroutine when what PeerState
+	// returns changed (a verdict, an override, a transition); it must not
+	// block (the peer channel's Kick).
+	PeerChanged func()
+	// ConvergeWait bounds how long taking the virtual addresses waits for
+	// the IPVS worker to apply the table (0: DefaultConvergeWait).
+	ConvergeWait time.Duration
 }
 
 // Engine is the director. Create it with New and start Run in a goroutine;
@@ -107,6 +115,11 @@ type state struct {
 	targets  map[healthcheck.TargetID]targetRef
 	admin    map[adminKey]override
 	ipvs     *ipvsWorker // nil without Options.IPVS
+	// peer is the other director's latest state (nil: none); following:
+	// this node programs the master's verdicts (peer.go).
+	peer      *connsync.PeerState
+	following bool
+	epoch     uint64 // cfg.ServicesEpoch()
 }
 
 // ErrStopped is returned by calls made when Run is not running.
@@ -121,7 +134,7 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 		opts.Now = time.Now
 	}
 	now := opts.Now()
-	st := &state{cfg: cfg, started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}, lostAt: map[netip.Addr]time.Time{},
+	st := &state{cfg: cfg, epoch: cfg.ServicesEpoch(), started: now, loaded: now, drops: DropCounts{}, linkDown: map[string]bool{}, lostAt: map[netip.Addr]time.Time{},
 		admin: map[adminKey]override{}}
 	svcs, err := buildServices(cfg, nil, now)
 	if err != nil {
@@ -385,6 +398,9 @@ func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.T
 				s.nextLink = now
 			}
 		case vrrp.TakeVIPs:
+			// Takeover order: the table this node will direct with is in
+			// the kernel first, then the addresses, then the ARP.
+			e.converge(s, in)
 			if err := in.io.VIPs.Take(); err != nil {
 				e.log.Error("taking the VIPs", "instance", in.cfg.Name, "err", err)
 			}
@@ -405,6 +421,10 @@ func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.T
 			}
 			if in.group != nil {
 				e.syncGroup(s, in, a, now)
+			}
+			if a.From == vrrp.Master || a.To == vrrp.Master {
+				e.follow(s) // a master follows no one
+				e.peerKick()
 			}
 		case vrrp.Stopped:
 			in.stopped = true
@@ -526,13 +546,17 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) ([]config.Chang
 			s.lastReload = &control.ReloadStatus{At: now, Error: err.Error()}
 			return
 		}
+		s.cfg, s.loaded, s.epoch = cfg, now, cfg.ServicesEpoch()
 		e.reloadInstances(s, cfg, now)
+		// The new services follow the master (or not) from their first
+		// push: a backup's table never shows its own verdicts in passing.
+		e.setFollow(s, next)
 		e.reloadServices(s, next, now)
 		if s.ipvs != nil {
 			s.ipvs.setPeriod(cfg.IPVS.ReconcilePeriod.D())
 		}
+		e.peerKick()
 		changes = diff
-		s.cfg, s.loaded = cfg, now
 		s.reloads++
 		lr := &control.ReloadStatus{At: s.loaded, Applied: true}
 		for _, c := range changes {

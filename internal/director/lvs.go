@@ -160,6 +160,7 @@ func (e *Engine) healthChanged(s *state, tr healthcheck.Transition) {
 		}
 		e.serviceEvent(ServiceEvent{Service: sv.cfg.Name, Key: sv.key, Real: r.cfg.Address.String(),
 			State: strings.ToUpper(tr.To.String()), Weight: w, Detail: tr.Detail, At: now})
+		e.peerKick()
 	} else if before.Weight != after.Weight {
 		e.log.Info("real server weight", "service", sv.cfg.Name, "real", r.cfg.Address.String(), "weight", after.Weight)
 	}
@@ -318,7 +319,7 @@ func (e *Engine) admin(s *state, req control.AdminRequest) (string, error) {
 		o.Drained = true
 		msg = fmt.Sprintf("%s in %s: drained (weight 0; established connections finish)", r.cfg.Address, sv.cfg.Name)
 	case AdminEnable:
-		o = override{}
+		o = override{} // At (below) records when it was cleared, for the peer
 		msg = fmt.Sprintf("%s in %s: enabled (configured weight %d, health %s)", r.cfg.Address, sv.cfg.Name, r.cfg.Weight, r.health)
 	case AdminSetWeight:
 		if req.Weight < 0 || req.Weight > 65535 {
@@ -329,13 +330,11 @@ func (e *Engine) admin(s *state, req control.AdminRequest) (string, error) {
 	default:
 		return "", fmt.Errorf("unknown operation %q: use drain, enable or set-weight", req.Op)
 	}
-	if o == (override{}) {
-		delete(s.admin, k)
-	} else {
-		s.admin[k] = o
-	}
+	o.At = e.opts.Now()
+	s.admin[k] = o
 	e.log.Info("operator: "+req.Op, "service", sv.cfg.Name, "real", r.cfg.Address.String(), "weight", req.Weight)
 	e.serviceChanged(s, sv, e.opts.Now())
+	e.peerKick()
 	return msg, nil
 }
 
@@ -423,10 +422,15 @@ type ipvsWorker struct {
 	mu      sync.Mutex
 	desired ipvs.Table
 	status  control.IPVSStatus
+	// version counts changes to desired; applied is the version the
+	// kernel last got (its operations done, failed ones retried later).
+	version, applied uint64
+	appliedCh        chan struct{} // closed and replaced at each run
 }
 
 func newIPVSWorker(p Programmer, period time.Duration, log *slog.Logger) *ipvsWorker {
-	return &ipvsWorker{prog: p, period: period, log: log, kick: make(chan struct{}, 1), desired: ipvs.NewTable()}
+	return &ipvsWorker{prog: p, period: period, log: log, kick: make(chan struct{}, 1), desired: ipvs.NewTable(),
+		appliedCh: make(chan struct{})}
 }
 
 // set replaces a service and its destinations in the desired table.
@@ -438,6 +442,7 @@ func (w *ipvsWorker) set(svc ipvs.Service, dests []ipvs.Destination) {
 		w.log.Error("IPVS: service refused", "service", svc, "err", err)
 		return
 	}
+	w.version++
 	w.poke()
 }
 
@@ -456,6 +461,7 @@ func (w *ipvsWorker) remove(k ipvs.ServiceKey) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.desired.Delete(k)
+	w.version++
 	w.poke()
 }
 
@@ -480,7 +486,7 @@ func (w *ipvsWorker) run(ctx context.Context) {
 			}
 		}
 		w.mu.Lock()
-		snap := w.desired.Clone()
+		snap, ver := w.desired.Clone(), w.version
 		w.mu.Unlock()
 		if isFull {
 			w.record(w.prog.Apply(snap), true)
@@ -490,6 +496,11 @@ func (w *ipvsWorker) run(ctx context.Context) {
 		} else {
 			w.record(w.prog.ApplyChanges(snap), false)
 		}
+		w.mu.Lock()
+		w.applied = ver
+		close(w.appliedCh)
+		w.appliedCh = make(chan struct{})
+		w.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -499,6 +510,30 @@ func (w *ipvsWorker) run(ctx context.Context) {
 			isFull = true
 		}
 	}
+}
+
+// waitApplied waits until the kernel has had every change made so far, or
+// d passes; it returns how many changes were still waiting then (0: done).
+func (w *ipvsWorker) waitApplied(d time.Duration) uint64 {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	w.mu.Lock()
+	want := w.version
+	for w.applied < want {
+		ch := w.appliedCh
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			w.mu.Lock()
+			left := w.version - w.applied
+			w.mu.Unlock()
+			return left
+		}
+		w.mu.Lock()
+	}
+	w.mu.Unlock()
+	return 0
 }
 
 func (w *ipvsWorker) record(res ipvs.Result, full bool) {

@@ -46,6 +46,20 @@ type real struct {
 	// dynamic is the weight an exec check with dynamic_weight reported.
 	dynamic    int
 	hasDynamic bool
+	// follow: this backup programs the master's verdict (peerDown) instead
+	// of its own, so that its table is the master's when it takes over
+	// (see peer.go).
+	follow   bool
+	peerDown bool
+}
+
+// up is the verdict the table follows: the master's while following it,
+// else this node's own.
+func (r *real) up() bool {
+	if r.follow {
+		return !r.peerDown
+	}
+	return r.health == healthcheck.StateUp
 }
 
 // override is what an operator set on a real server at run time. It is kept
@@ -54,7 +68,14 @@ type override struct {
 	Drained   bool
 	Weight    int
 	HasWeight bool
+	// At is when the operator set it, on either director: the newer of
+	// the two directors' settings wins (peer.go).
+	At time.Time
 }
+
+// active: the override changes something (an enable leaves only At, as a
+// record that the setting was cleared then).
+func (o override) active() bool { return o.Drained || o.HasWeight }
 
 // adminKey names a real server of a service for overrides.
 type adminKey struct {
@@ -108,7 +129,7 @@ func (r *real) weight(o override) int {
 
 // live: healthy and not drained, so it counts toward the quorum.
 func (r *real) live(o override) bool {
-	return r.health == healthcheck.StateUp && !o.Drained
+	return r.up() && !o.Drained
 }
 
 // liveWeight is the sum of the live real servers' weights.
@@ -167,7 +188,7 @@ func (s *service) realEntry(r *real, o override) (d ipvs.Destination, present bo
 	case o.Drained:
 		d.Weight = 0
 		return d, true, "drained"
-	case r.health != healthcheck.StateUp:
+	case !r.up():
 		d.Weight = 0
 		return d, s.cfg.OnFailure != config.FailRemove, "down"
 	case s.sorryActive():
