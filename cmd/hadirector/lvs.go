@@ -88,6 +88,11 @@ func (h statusHandler) Status(ctx context.Context) (*control.Status, error) {
 		return st, err
 	}
 	st.Sync = h.d.sync.status()
+	if st.Sync != nil {
+		if st.Sync.Peer = h.d.peer.status(); st.Sync.Peer != nil {
+			st.Sync.Peer.Following = following(st)
+		}
+	}
 	if h.l.stats == nil || len(st.Services) == 0 {
 		return st, nil
 	}
@@ -204,4 +209,18 @@ func cmdAdmin(op string, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, resp.Message)
 	return exitOK
+}
+
+// following: this node programs the master's verdicts (it is no master,
+// and its peer is, with the same services).
+func following(st *control.Status) bool {
+	if st.Sync == nil || st.Sync.Peer == nil {
+		return false
+	}
+	for _, in := range st.Instances {
+		if in.State == "MASTER" {
+			return false
+		}
+	}
+	return st.Sync.Peer.PeerMaster && st.Sync.Peer.SameEpoch
 }

@@ -113,6 +113,7 @@ type daemon struct {
 	cfg                atomic.Pointer[config.Config] // the running config (hooks read it on the engine goroutine)
 	runner             *alert.Runner
 	sync               *syncDaemons // nil without [sync]
+	peer               *peerSide    // nil without the peer state channel
 }
 
 func (d *daemon) run(cfg *config.Config) int {
@@ -151,9 +152,18 @@ func (d *daemon) run(cfg *config.Config) int {
 	}
 	defer sy.Close()
 	d.sync = sy
+	ps, err := openPeer(cfg, d.node, d.log)
+	if err != nil {
+		d.log.Error("not started", "err", err)
+		return exitFail
+	}
+	defer ps.Close()
+	d.peer = ps
 	opts := plat.opts
 	opts.Hooks = d.hooks
 	opts.ServiceHooks = d.serviceHooks
+	opts.HoldPreempt = ps.holdAtStart()
+	opts.PeerChanged = ps.kick
 	lv.options(&opts)
 	// Each instance tracks its own interface and its track_interface ones.
 	tracked := map[string]bool{}
@@ -184,6 +194,7 @@ func (d *daemon) run(cfg *config.Config) int {
 	plat.engine.Store(engine)
 	engineRef.Store(engine)
 	d.engine = engine
+	ps.attach(engine)
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- engine.Run(ctx) }()
 

@@ -102,6 +102,9 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 		if sy.LastError != "" {
 			fmt.Fprintf(w, "  error: %s\n", sy.LastError)
 		}
+		if p := sy.Peer; p != nil {
+			printPeer(w, p, now)
+		}
 	}
 	if len(st.Services) == 0 {
 		return
@@ -215,4 +218,47 @@ func counts(m map[string]uint64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// printPeer shows the peer state channel and the caught-up gate.
+func printPeer(w io.Writer, p *control.PeerStatus, now time.Time) {
+	state, last := "DOWN", "never"
+	if p.Up {
+		state = "up"
+	}
+	if !p.LastRx.IsZero() {
+		last = ago(now, p.LastRx)
+	}
+	fmt.Fprintf(w, "  peer channel %s -> %s: %s (last heard %s; sent %d states, %d pages; received %d, %d)\n",
+		p.Local, p.Remote, state, last, p.TxState, p.TxPages, p.RxState, p.RxPages)
+	if p.RxState > 0 {
+		role := "backup"
+		if p.PeerMaster {
+			role = "master"
+		}
+		epoch := "same services"
+		if !p.SameEpoch {
+			epoch = "OTHER SERVICES (config differs: verdicts not followed)"
+		}
+		fmt.Fprintf(w, "    peer: %s, %d connections, %d real servers down or overridden, %s\n", role, p.PeerConns, p.PeerEntries, epoch)
+	}
+	holds := "has not acknowledged"
+	if p.PeerHolds {
+		holds = "holds"
+	}
+	verdicts := "own"
+	if p.Following {
+		verdicts = "the master's"
+	}
+	fmt.Fprintf(w, "    here: %d connections; verdicts in IPVS: %s; the peer %s this node's state\n", p.Conns, verdicts, holds)
+	if p.Gate != "" {
+		gate := "open"
+		if p.Holding {
+			gate = "SHUT since " + ago(now, p.GateSince)
+		}
+		fmt.Fprintf(w, "    caught-up gate %s: %s\n", gate, p.Gate)
+	}
+	if len(p.Drops) > 0 {
+		fmt.Fprintf(w, "    dropped: %s\n", counts(p.Drops))
+	}
 }

@@ -43,6 +43,9 @@ func openSync(cfg *config.Config, log *slog.Logger) (*syncDaemons, error) {
 	if cfg.Sync == nil || !cfg.Sync.Enabled {
 		return nil, nil
 	}
+	if err := connsync.CheckInterface(cfg.Sync.Interface, cfg.Sync.MaxLen); err != nil {
+		return nil, fmt.Errorf("[sync]: %w", err)
+	}
 	d, err := connsync.Open("")
 	if err != nil {
 		return nil, fmt.Errorf("[sync]: %w", err)

@@ -1,8 +1,11 @@
 package connsync
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -176,4 +179,37 @@ func sameDaemon(cur, want DaemonConfig) bool {
 		return false
 	}
 	return true
+}
+
+// ConnTable is the kernel's IPVS connection table of this network
+// namespace (ipvsadm -Lnc reads it).
+const ConnTable = "/proc/net/ip_vs_conn"
+
+// CountConns counts the entries of the connection table at path (its
+// lines less the header). A kernel without IPVS has no table: 0.
+func CountConns(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var n uint64
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := f.Read(buf)
+		n += uint64(bytes.Count(buf[:k], []byte{'\n'}))
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if n > 0 {
+		n-- // the header
+	}
+	return n, nil
 }

@@ -73,6 +73,37 @@ type SyncStatus struct {
 	Actions   []string          `json:"actions,omitempty"` // what the director did, latest last
 	LastError string            `json:"last_error,omitempty"`
 	At        time.Time         `json:"at"`
+	// Peer is the peer state channel (nil when it is off).
+	Peer *PeerStatus `json:"peer,omitempty"`
+}
+
+// PeerStatus is the peer state channel and the caught-up gate.
+type PeerStatus struct {
+	Local  string    `json:"local"`
+	Remote string    `json:"remote"`
+	Up     bool      `json:"up"`
+	LastRx time.Time `json:"last_rx,omitzero"`
+	// What the peer said last (zero before it said anything).
+	PeerMaster  bool   `json:"peer_master"`
+	PeerConns   uint64 `json:"peer_conns"`
+	PeerEntries int    `json:"peer_entries"` // real servers it finds down or has overrides for
+	SameEpoch   bool   `json:"same_epoch"`   // it runs the same services
+	// This node: its connections, whether the peer holds its latest
+	// entries, whether it programs the master's verdicts.
+	Conns     uint64 `json:"conns"`
+	PeerHolds bool   `json:"peer_holds"`
+	Following bool   `json:"following"`
+	// The caught-up gate: preemption held back, since when, and why.
+	Holding   bool      `json:"holding"`
+	GateSince time.Time `json:"gate_since,omitzero"`
+	Gate      string    `json:"gate,omitempty"`
+	// Counters: messages, and what was dropped (bad MAC, replay, ... and
+	// undecodable), by reason.
+	TxState uint64            `json:"tx_state"`
+	TxPages uint64            `json:"tx_pages"`
+	RxState uint64            `json:"rx_state"`
+	RxPages uint64            `json:"rx_pages"`
+	Drops   map[string]uint64 `json:"drops,omitempty"`
 }
 
 // IPVSStatus says how the kernel table is kept.

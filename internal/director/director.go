@@ -67,6 +67,9 @@ type Options struct {
 	// returns changed (a verdict, an override, a transition); it must not
 	// block (the peer channel's Kick).
 	PeerChanged func()
+	// HoldPreempt starts every instance with preemption held back
+	// (vrrp.PreemptHold) until HoldPreempt(false): the caught-up gate.
+	HoldPreempt bool
 	// ConvergeWait bounds how long taking the virtual addresses waits for
 	// the IPVS worker to apply the table (0: DefaultConvergeWait).
 	ConvergeWait time.Duration
@@ -223,6 +226,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	s.nextLink = now // every node keeps its links alive, master or not
 	for _, in := range s.instances {
 		e.track(s, in, now) // a tracked link down at start: Fault, not Backup
+		if e.opts.HoldPreempt {
+			e.apply(s, in, in.machine.Step(vrrp.PreemptHold{On: true}, now), now)
+		}
 		e.apply(s, in, in.machine.Step(vrrp.Start{}, now), now)
 	}
 	timer := time.NewTimer(time.Hour)
