@@ -1,9 +1,13 @@
 package connsync
 
 import (
+	"encoding/binary"
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hadirector/hadirector/internal/ipvs"
 )
@@ -88,4 +92,48 @@ func fuzzSeeds() []Message {
 		{Version: 1, SyncID: 7, Conns: []Conn{tpl, v6, conn4}},
 		{Version: 0, SyncID: 3, Conns: []Conn{v0, conn4}},
 	}
+}
+
+// cmsg is one control message as the kernel writes it.
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
+}
+
+func TestParseControl(t *testing.T) {
+	ts := binary.NativeEndian.AppendUint64(binary.NativeEndian.AppendUint64(nil, 1_700_000_000), 123)
+	drops := binary.NativeEndian.AppendUint32(nil, 7)
+	for _, tc := range []struct {
+		oob   []byte
+		seen  time.Time
+		drops int64
+	}{
+		{nil, time.Time{}, -1},
+		{cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts), time.Unix(1_700_000_000, 123), -1},
+		{cat(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts), cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, drops)), time.Unix(1_700_000_000, 123), 7},
+		{cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, drops[:2]), time.Time{}, -1}, // short
+		{cmsg(unix.IPPROTO_IP, unix.SO_RXQ_OVFL, drops), time.Time{}, -1},     // another level
+		{[]byte{1, 2, 3}, time.Time{}, -1},
+	} {
+		seen, d := parseControl(tc.oob)
+		if !seen.Equal(tc.seen) || d != tc.drops {
+			t.Errorf("parseControl(%x) = %v, %d; want %v, %d", tc.oob, seen, d, tc.seen, tc.drops)
+		}
+	}
+}
+
+// FuzzParseControl: the listener's control-message parsing never panics.
+func FuzzParseControl(f *testing.F) {
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, make([]byte, 16)))
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, make([]byte, 4)))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		if _, d := parseControl(oob); d < -1 {
+			t.Fatalf("drops %d", d)
+		}
+	})
 }

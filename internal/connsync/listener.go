@@ -49,8 +49,10 @@ const (
 	// burst of about 700 full 1500-byte datagrams.
 	DefaultListenerReadBuffer = 1 << 20
 	// DefaultFirstSeenLimit bounds the first-seen table unless
-	// ListenerConfig.FirstSeenLimit says otherwise: about 10 MB at most.
-	DefaultFirstSeenLimit = 1 << 16
+	// ListenerConfig.FirstSeenLimit says otherwise: a few MB at most (an
+	// entry takes about 200 bytes). A benchmark with more connections in
+	// flight sets a larger limit.
+	DefaultFirstSeenLimit = 1 << 14
 	// MaxSyncPorts is the kernel's limit on net.ipv4.vs.sync_ports
 	// (IPVS_SYNC_PORTS_MAX, 1 << 6).
 	MaxSyncPorts = 64
@@ -157,7 +159,8 @@ func (c *ListenerConfig) fill() error {
 
 // Listener decodes the sync datagrams a peer's master daemon sends, on the
 // sync interface beside this node's backup daemon, and counts them. It never
-// sends. Its methods are safe for concurrent use.
+// sends, and it does not hear this node's own master daemon (the kernel sends
+// with multicast loopback off). Its methods are safe for concurrent use.
 type Listener struct {
 	cfg   ListenerConfig
 	dec   Decoder
@@ -503,21 +506,23 @@ func parseControl(oob []byte) (seen time.Time, drops int64) {
 
 // observe counts one datagram on port i.
 func (l *Listener) observe(i int, seen time.Time, from netip.AddrPort, n, syncID int, drops int64, m *Message, err error) {
+	// The zone (a link-local sender's interface) is the sync interface.
+	from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := &l.st
 	st.stats.observe(m, err, seen)
 	st.bytes += uint64(n)
-	st.lastSeen, st.lastSender = seen, from
 	if syncID >= 0 {
 		st.bySyncID[syncID]++
 	}
+	st.lastSeen, st.lastSender = seen, from
 	p := &st.ports[i]
 	p.Messages++
 	if drops >= 0 {
 		p.SocketDrops = uint64(drops) // cumulative: the socket's sk_drops
 	}
-	addr := from.Addr().Unmap()
+	addr := from.Addr()
 	if s := st.senders[addr]; s != nil {
 		s.Messages++
 		s.LastSeen = seen

@@ -424,3 +424,34 @@ func TestListenerFor(t *testing.T) {
 		t.Errorf("ListenerFor = %+v, want %+v", got, want)
 	}
 }
+
+// TestListenerSocketDrops: datagrams the kernel drops because the
+// listener's buffer is full (here: OnEntry holds the reader up) are counted
+// from SO_RXQ_OVFL, and with those read they account for all sent.
+func TestListenerSocketDrops(t *testing.T) {
+	s := newSyncLab(t)
+	release := make(chan struct{})
+	l := listen(t, s.backup, ListenerConfig{Interface: "sync0", ReadBuffer: 1, // the kernel's minimum
+		OnEntry: func(time.Time, Conn) { <-release }})
+	m := newSender(t, s.master, "sync0", DefaultGroup)
+	msg := encode(t, Message{Version: 1, Conns: []Conn{conn4}})
+	const sent = 50
+	for range sent - 1 {
+		m.send(DefaultPort, msg)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	time.Sleep(100 * time.Millisecond)
+	m.send(DefaultPort, msg) // carries the drop count, if the backlog did not
+	var st ListenerStats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st = l.Stats(); st.Messages+st.SocketDrops >= sent {
+			break
+		}
+	}
+	if st.SocketDrops == 0 || st.Messages+st.SocketDrops != sent || st.Ports[0].SocketDrops != st.SocketDrops {
+		t.Errorf("%d datagrams read, %d dropped by the socket (port: %+v); want some dropped and %d in all",
+			st.Messages, st.SocketDrops, st.Ports, sent)
+	}
+	t.Logf("%d read, %d dropped by the kernel", st.Messages, st.SocketDrops)
+}
