@@ -3,9 +3,9 @@ package connsync
 import (
 	"encoding/binary"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -94,30 +94,36 @@ func fuzzSeeds() []Message {
 	}
 }
 
-// cmsg is one control message as the kernel writes it.
-func cmsg(level, typ int32, data []byte) []byte {
-	b := make([]byte, unix.CmsgSpace(len(data)))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = level, typ
-	h.SetLen(unix.CmsgLen(len(data)))
-	copy(b[unix.CmsgLen(0):], data)
-	return b
-}
+// Control messages as the kernel writes them on a little-endian 64-bit
+// machine (a 16-byte header: length, level, type): a receive time of
+// 1700000000.000000123 (SCM_TIMESTAMPNS) and a drop count of 7 (SO_RXQ_OVFL).
+var (
+	cmsgTime = []byte{32, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 35, 0, 0, 0,
+		0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0, 123, 0, 0, 0, 0, 0, 0, 0}
+	cmsgDrops = []byte{20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 40, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0}
+)
 
 func TestParseControl(t *testing.T) {
-	ts := binary.NativeEndian.AppendUint64(binary.NativeEndian.AppendUint64(nil, 1_700_000_000), 123)
-	drops := binary.NativeEndian.AppendUint32(nil, 7)
+	if unix.SizeofCmsghdr != 16 || binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("the literal control messages are for little-endian 64-bit machines")
+	}
+	at := time.Unix(1_700_000_000, 123)
+	short := slices.Clone(cmsgDrops)
+	short[0] = 18 // 2 bytes of data
+	otherLevel := slices.Clone(cmsgDrops)
+	otherLevel[8] = unix.IPPROTO_IP
 	for _, tc := range []struct {
 		oob   []byte
 		seen  time.Time
 		drops int64
 	}{
 		{nil, time.Time{}, -1},
-		{cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts), time.Unix(1_700_000_000, 123), -1},
-		{cat(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts), cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, drops)), time.Unix(1_700_000_000, 123), 7},
-		{cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, drops[:2]), time.Time{}, -1}, // short
-		{cmsg(unix.IPPROTO_IP, unix.SO_RXQ_OVFL, drops), time.Time{}, -1},     // another level
+		{cmsgTime, at, -1},
+		{cat(cmsgTime, cmsgDrops), at, 7},
+		{short, time.Time{}, -1},
+		{otherLevel, time.Time{}, -1},
 		{[]byte{1, 2, 3}, time.Time{}, -1},
+		{cmsgTime[:24], time.Time{}, -1}, // cut short
 	} {
 		seen, d := parseControl(tc.oob)
 		if !seen.Equal(tc.seen) || d != tc.drops {
@@ -128,8 +134,8 @@ func TestParseControl(t *testing.T) {
 
 // FuzzParseControl: the listener's control-message parsing never panics.
 func FuzzParseControl(f *testing.F) {
-	f.Add(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, make([]byte, 16)))
-	f.Add(cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, make([]byte, 4)))
+	f.Add(cmsgTime)
+	f.Add(cat(cmsgTime, cmsgDrops))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		if _, d := parseControl(oob); d < -1 {
