@@ -31,4 +31,6 @@
 //	CGO_ENABLED=0 go test -exec "$PWD/integration/vm/go-exec.sh" -v ./internal/connsync/
 //
 // Inside the VM (HADIRECTOR_VMTEST=1) a missing IPVS fails them instead.
+// The listener's other tests need root (network namespaces from
+// integration/netlab), not IPVS, and skip without it.
 package connsync

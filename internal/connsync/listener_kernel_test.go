@@ -21,32 +21,36 @@ import (
 // TestListenerBesideBackup proves the Listener against the kernel (VM only):
 // in a syncBed, lb1's master daemon syncs real IPVS connections to lb2,
 // where the kernel's backup daemon and a Listener share the group and ports.
-// The listener starts first, so the kernel's socket is the second to bind
-// (TestSyncReachesBackup has the other order). Every datagram the master
-// sent (lb1's UDP OutDatagrams) must reach the listener undropped, the
-// listener must have decoded exactly the connections lb2's table got from
-// sync, in the same state, and the backup must have them all.
+// Every datagram the master sent (lb1's UDP OutDatagrams) must reach the
+// listener undropped, the listener must have decoded exactly the connections
+// lb2's table got from sync, in the same state, and the backup must have
+// them all. The listener binds before the kernel's socket in one case and
+// after it in the other.
 func TestListenerBesideBackup(t *testing.T) {
 	needIPVS(t)
-	for _, tc := range []struct {
-		name         string
-		group        netip.Addr
-		ports, conns int
-		threshold    string // net.ipv4.vs.sync_threshold of the master
-	}{
+	for _, tc := range []besideBackup{
 		// "1 2" syncs a connection at every other inbound packet: a
 		// burst of datagrams rather than one per 40 connections.
-		{"IPv4 group, 2 sync ports", DefaultGroup, 2, 100, "1 2"},
-		{"IPv6 group", netip.MustParseAddr("ff02::8848"), 1, 10, "3 50"},
+		{"IPv4 group, 2 sync ports, listener first", DefaultGroup, 2, 200, "1 2", true},
+		{"IPv6 group, backup first", netip.MustParseAddr("ff02::8848"), 1, 10, "3 50", false},
 	} {
-		t.Run(tc.name, func(t *testing.T) { listenerBesideBackup(t, tc.group, tc.ports, tc.conns, tc.threshold) })
+		t.Run(tc.name, func(t *testing.T) { tc.run(t) })
 	}
 }
 
-func listenerBesideBackup(t *testing.T, group netip.Addr, ports, n int, threshold string) {
+type besideBackup struct {
+	name          string
+	group         netip.Addr
+	ports, conns  int
+	threshold     string // net.ipv4.vs.sync_threshold of the master
+	listenerFirst bool   // start the listener before the backup daemon
+}
+
+func (tc besideBackup) run(t *testing.T) {
 	const syncID = 5
+	group, ports, n := tc.group, tc.ports, tc.conns
 	b := newSyncBed(t)
-	sysctl(t, b.lb1, "net/ipv4/vs/sync_threshold", threshold)
+	sysctl(t, b.lb1, "net/ipv4/vs/sync_threshold", tc.threshold)
 	for i, ns := range []string{b.lb1, b.lb2} {
 		sysctl(t, ns, "net/ipv4/vs/sync_ports", strconv.Itoa(ports))
 		if group.Is6() {
@@ -60,38 +64,44 @@ func listenerBesideBackup(t *testing.T, group netip.Addr, ports, n int, threshol
 		mu      sync.Mutex
 		decoded = map[ConnKey]Conn{} // the last state of each entry
 	)
+	onEntry := func(_ time.Time, c Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		decoded[c.Key()] = c
+	}
+	var l *Listener
+	listen := func(cfg ListenerConfig) {
+		cfg.OnEntry = onEntry
+		if err := inNetns(b.lb2, func() (err error) { l, err = Listen(cfg); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
 	maxLen := 1500 - 28 // the backup's default: MTU - IP and UDP headers
 	if group.Is6() {
 		maxLen = 1500 - 48
 	}
-	cfg := ListenerConfig{Interface: "sync0", Group: group, Ports: ports, SyncID: syncID, MaxLen: maxLen,
-		OnEntry: func(_ time.Time, c Conn) {
-			mu.Lock()
-			defer mu.Unlock()
-			decoded[c.Key()] = c
-		}}
-	var l *Listener
-	if err := inNetns(b.lb2, func() (err error) { l, err = Listen(cfg); return err }); err != nil {
-		t.Fatal(err)
+	want := ListenerConfig{Interface: "sync0", Group: group, Port: DefaultPort, Ports: ports, SyncID: syncID, MaxLen: maxLen}
+	if tc.listenerFirst {
+		listen(want)
 	}
-	t.Cleanup(func() { l.Close() })
-
-	backup := DaemonConfig{Role: Backup, Interface: "sync0", SyncID: syncID, Group: group}
 	d2 := openDaemons(t, b.lb2)
-	if err := d2.Start(backup); err != nil {
+	if err := d2.Start(DaemonConfig{Role: Backup, Interface: "sync0", SyncID: syncID, Group: group}); err != nil {
 		t.Fatal(err)
 	}
 	if err := openDaemons(t, b.lb1).Start(DaemonConfig{Role: Master, Interface: "sync0", SyncID: syncID, Group: group}); err != nil {
 		t.Fatal(err)
 	}
-	// What the backup runs with is what the listener was given.
+	// What the backup runs with is what the listener is given.
 	listed, err := d2.List()
 	if err != nil || len(listed) != 1 {
 		t.Fatalf("backup daemons: %v, %v", listed, err)
 	}
-	if lc := ListenerFor(listed[0], ports); lc.Group != group || lc.Port != DefaultPort || lc.SyncID != syncID ||
-		lc.MaxLen != cfg.MaxLen || lc.Interface != cfg.Interface {
-		t.Errorf("ListenerFor(%v) = %+v, the test's listener has %+v", listed[0], lc, cfg)
+	if lc := ListenerFor(listed[0], ports); fmt.Sprintf("%+v", lc) != fmt.Sprintf("%+v", want) {
+		t.Errorf("ListenerFor(%v) = %+v, want %+v", listed[0], lc, want)
+	}
+	if !tc.listenerFirst {
+		listen(ListenerFor(listed[0], ports))
 	}
 
 	out0 := udpCounters(t, b.lb1, group.Is6())
