@@ -31,21 +31,26 @@ type Stats struct {
 func (c *Counters) Observe(m *Message, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.s.Messages++
-	c.s.LastSyncID = m.SyncID
+	c.s.observe(m, err, now)
+}
+
+// observe counts one datagram into s (the caller serialises).
+func (s *Stats) observe(m *Message, err error, now time.Time) {
+	s.Messages++
+	s.LastSyncID = m.SyncID
 	for i := range m.Conns {
 		if r := m.Conns[i].Skip; r != DropNone {
-			c.s.Skipped[clampReason(r)]++
+			s.Skipped[clampReason(r)]++
 		} else {
-			c.s.Entries++
+			s.Entries++
 		}
 	}
 	if err != nil {
-		c.s.Drops[clampReason(Reason(err))]++
-		c.s.LastDrop = now
+		s.Drops[clampReason(Reason(err))]++
+		s.LastDrop = now
 		return
 	}
-	c.s.LastAccepted = now
+	s.LastAccepted = now
 }
 
 // Stats returns a snapshot of the counters.

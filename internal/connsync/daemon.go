@@ -51,7 +51,8 @@ var (
 	ErrTimeout = errors.New("connsync: sync daemon call timed out")
 	// ErrClosed: the Daemons was closed.
 	ErrClosed = errors.New("connsync: sync daemon handle is closed")
-	// ErrConfig: a DaemonConfig that Start refuses before asking the kernel.
+	// ErrConfig: a DaemonConfig that Start refuses before asking the
+	// kernel, or a ListenerConfig that Listen refuses.
 	ErrConfig = errors.New("connsync: invalid sync daemon config")
 )
 

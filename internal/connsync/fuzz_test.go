@@ -1,9 +1,13 @@
 package connsync
 
 import (
+	"encoding/binary"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hadirector/hadirector/internal/ipvs"
 )
@@ -88,4 +92,54 @@ func fuzzSeeds() []Message {
 		{Version: 1, SyncID: 7, Conns: []Conn{tpl, v6, conn4}},
 		{Version: 0, SyncID: 3, Conns: []Conn{v0, conn4}},
 	}
+}
+
+// Control messages as the kernel writes them on a little-endian 64-bit
+// machine (a 16-byte header: length, level, type): a receive time of
+// 1700000000.000000123 (SCM_TIMESTAMPNS) and a drop count of 7 (SO_RXQ_OVFL).
+var (
+	cmsgTime = []byte{32, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 35, 0, 0, 0,
+		0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0, 123, 0, 0, 0, 0, 0, 0, 0}
+	cmsgDrops = []byte{20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 40, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0}
+)
+
+func TestParseControl(t *testing.T) {
+	if unix.SizeofCmsghdr != 16 || binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("the literal control messages are for little-endian 64-bit machines")
+	}
+	at := time.Unix(1_700_000_000, 123)
+	short := slices.Clone(cmsgDrops)
+	short[0] = 18 // 2 bytes of data
+	otherLevel := slices.Clone(cmsgDrops)
+	otherLevel[8] = unix.IPPROTO_IP
+	for _, tc := range []struct {
+		oob   []byte
+		seen  time.Time
+		drops int64
+	}{
+		{nil, time.Time{}, -1},
+		{cmsgTime, at, -1},
+		{cat(cmsgTime, cmsgDrops), at, 7},
+		{short, time.Time{}, -1},
+		{otherLevel, time.Time{}, -1},
+		{[]byte{1, 2, 3}, time.Time{}, -1},
+		{cmsgTime[:24], time.Time{}, -1}, // cut short
+	} {
+		seen, d := parseControl(tc.oob)
+		if !seen.Equal(tc.seen) || d != tc.drops {
+			t.Errorf("parseControl(%x) = %v, %d; want %v, %d", tc.oob, seen, d, tc.seen, tc.drops)
+		}
+	}
+}
+
+// FuzzParseControl: the listener's control-message parsing never panics.
+func FuzzParseControl(f *testing.F) {
+	f.Add(cmsgTime)
+	f.Add(cat(cmsgTime, cmsgDrops))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		if _, d := parseControl(oob); d < -1 {
+			t.Fatalf("drops %d", d)
+		}
+	})
 }

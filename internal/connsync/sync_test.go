@@ -25,14 +25,8 @@ import (
 	"github.com/hadirector/hadirector/internal/ipvs"
 )
 
-// TestSyncReachesBackup proves the decoder against the kernel (VM only):
-//
-//	client 10.0.1.2 ── 10.0.1.1 lb1 (VIP 10.0.1.100) 10.0.2.1 ── 10.0.2.2 rs
-//	                         sync0 10.9.0.1
-//	                           │
-//	                         sync0 10.9.0.2 lb2
-//
-// Both directors have the NAT service VIP:80 → rs:8080; lb1 runs the master
+// TestSyncReachesBackup proves the decoder against the kernel (VM only), in
+// a syncBed. Both directors have the NAT service VIP:80 → rs:8080; lb1 runs the master
 // sync daemon, lb2 the backup, and a Go UDP socket in lb2 that shares
 // 224.0.0.81:8848 with the kernel's (SO_REUSEADDR). A TCP connection through
 // lb1 must appear in lb2's connection table as synced, and the decoder must
@@ -40,41 +34,8 @@ import (
 func TestSyncReachesBackup(t *testing.T) {
 	needIPVS(t)
 	const syncID = 5
-	lb1, lb2, client, rs := newNetns(t), newNetns(t), newNetns(t), newNetns(t)
-	veth(t, lb1, "sync0", "10.9.0.1/24", lb2, "sync0", "10.9.0.2/24")
-	veth(t, client, "eth0", "10.0.1.2/24", lb1, "front0", "10.0.1.1/24")
-	veth(t, rs, "eth0", "10.0.2.2/24", lb1, "back0", "10.0.2.1/24")
-	h := nlHandle(t, lb1)
-	front, err := h.LinkByName("front0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vipPrefix, _ := netlink.ParseAddr("10.0.1.100/24")
-	if err := h.AddrAdd(front, vipPrefix); err != nil {
-		t.Fatal(err)
-	}
-	if err := nlHandle(t, rs).RouteAdd(&netlink.Route{Gw: net.ParseIP("10.0.2.1")}); err != nil {
-		t.Fatal(err)
-	}
-	sysctl(t, lb1, "net/ipv4/ip_forward", "1") // the real server's replies pass lb1
-
-	vip := netip.MustParseAddrPort("10.0.1.100:80")
-	real := netip.MustParseAddrPort("10.0.2.2:8080")
-	svc := ipvs.Service{Family: ipvs.IPv4, Protocol: ipvs.TCP, Addr: vip, Scheduler: "rr"}
-	dst := ipvs.Destination{Addr: real, Weight: 1, Forwarding: ipvs.NAT}
-	for _, ns := range []string{lb1, lb2} {
-		k, err := ipvs.Open(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { k.Close() })
-		if err := k.AddService(svc); err != nil {
-			t.Fatal(err)
-		}
-		if err := k.AddDestination(svc, dst); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b := newSyncBed(t)
+	lb1, lb2, client, vip, real := b.lb1, b.lb2, b.client, b.vip, b.real
 	if err := openDaemons(t, lb1).Start(DaemonConfig{Role: Master, Interface: "sync0", SyncID: syncID}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +43,6 @@ func TestSyncReachesBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	datagrams := listenSync(t, lb2, "sync0")
-	echoServer(t, rs, real)
 
 	var counters Counters
 	for _, version := range []int{1, 0} {
@@ -119,6 +79,60 @@ func TestSyncReachesBackup(t *testing.T) {
 	if s.Drops != [NumDropReasons]uint64{} || s.Skipped != [NumDropReasons]uint64{} {
 		t.Errorf("the kernel's messages were dropped or skipped: %+v", s)
 	}
+}
+
+// syncBed is the topology of the kernel sync tests, without sync daemons:
+//
+//	client 10.0.1.2 ── 10.0.1.1 lb1 (VIP 10.0.1.100) 10.0.2.1 ── 10.0.2.2 rs
+//	                         sync0 10.9.0.1
+//	                           │
+//	                         sync0 10.9.0.2 lb2
+//
+// Both directors have the NAT service vip → real; rs runs an echo server on
+// real.
+type syncBed struct {
+	lb1, lb2, client, rs string // namespace paths
+	vip, real            netip.AddrPort
+}
+
+func newSyncBed(t *testing.T) syncBed {
+	t.Helper()
+	b := syncBed{lb1: newNetns(t), lb2: newNetns(t), client: newNetns(t), rs: newNetns(t),
+		vip: netip.MustParseAddrPort("10.0.1.100:80"), real: netip.MustParseAddrPort("10.0.2.2:8080")}
+	veth(t, b.lb1, "sync0", "10.9.0.1/24", b.lb2, "sync0", "10.9.0.2/24")
+	veth(t, b.client, "eth0", "10.0.1.2/24", b.lb1, "front0", "10.0.1.1/24")
+	veth(t, b.rs, "eth0", "10.0.2.2/24", b.lb1, "back0", "10.0.2.1/24")
+	h := nlHandle(t, b.lb1)
+	front, err := h.LinkByName("front0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vipPrefix, _ := netlink.ParseAddr("10.0.1.100/24")
+	if err := h.AddrAdd(front, vipPrefix); err != nil {
+		t.Fatal(err)
+	}
+	if err := nlHandle(t, b.rs).RouteAdd(&netlink.Route{Gw: net.ParseIP("10.0.2.1")}); err != nil {
+		t.Fatal(err)
+	}
+	sysctl(t, b.lb1, "net/ipv4/ip_forward", "1") // the real server's replies pass lb1
+
+	svc := ipvs.Service{Family: ipvs.IPv4, Protocol: ipvs.TCP, Addr: b.vip, Scheduler: "rr"}
+	dst := ipvs.Destination{Addr: b.real, Weight: 1, Forwarding: ipvs.NAT}
+	for _, ns := range []string{b.lb1, b.lb2} {
+		k, err := ipvs.Open(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { k.Close() })
+		if err := k.AddService(svc); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.AddDestination(svc, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echoServer(t, b.rs, b.real)
+	return b
 }
 
 // veth links nameA in namespace a with nameB in b, each with its prefix and up.
@@ -272,21 +286,33 @@ type procConn struct {
 // awaitProcConn waits for client's entry in ns's /proc/net/ip_vs_conn_sync.
 func awaitProcConn(t *testing.T, ns string, client netip.AddrPort) procConn {
 	t.Helper()
-	var out []byte
+	var all []procConn
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		var err error
-		out, err = exec.Command("ip", "netns", "exec", filepath.Base(ns), "cat", "/proc/net/ip_vs_conn_sync").CombinedOutput()
-		if err != nil {
-			t.Fatalf("read ip_vs_conn_sync: %v: %s", err, out)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if e, ok := parseProcConn(line); ok && e.client == client {
+		all = readProcConns(t, ns)
+		for _, e := range all {
+			if e.client == client {
 				return e
 			}
 		}
 	}
-	t.Fatalf("no entry for %v in %s's /proc/net/ip_vs_conn_sync:\n%s", client, ns, out)
+	t.Fatalf("no entry for %v in %s's /proc/net/ip_vs_conn_sync: %+v", client, ns, all)
 	return procConn{}
+}
+
+// readProcConns reads the IPv4 entries of ns's /proc/net/ip_vs_conn_sync.
+func readProcConns(t *testing.T, ns string) []procConn {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", filepath.Base(ns), "cat", "/proc/net/ip_vs_conn_sync").CombinedOutput()
+	if err != nil {
+		t.Fatalf("read ip_vs_conn_sync: %v: %s", err, out)
+	}
+	var all []procConn
+	for _, line := range strings.Split(string(out), "\n") {
+		if e, ok := parseProcConn(line); ok {
+			all = append(all, e)
+		}
+	}
+	return all
 }
 
 // parseProcConn parses an IPv4 line of /proc/net/ip_vs_conn_sync:
