@@ -102,6 +102,9 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 		if sy.LastError != "" {
 			fmt.Fprintf(w, "  error: %s\n", sy.LastError)
 		}
+		if dc := sy.Decoder; dc != nil {
+			printDecoder(w, dc, now)
+		}
 		if p := sy.Peer; p != nil {
 			printPeer(w, p, now)
 		}
@@ -227,7 +230,7 @@ func printPeer(w io.Writer, p *control.PeerStatus, now time.Time) {
 		state = "up"
 	}
 	if !p.LastRx.IsZero() {
-		last = ago(now, p.LastRx)
+		last = ago(now, p.LastRx) + " ago"
 	}
 	fmt.Fprintf(w, "  peer channel %s -> %s: %s (last heard %s; sent %d states, %d pages; received %d, %d)\n",
 		p.Local, p.Remote, state, last, p.TxState, p.TxPages, p.RxState, p.RxPages)
@@ -254,11 +257,31 @@ func printPeer(w io.Writer, p *control.PeerStatus, now time.Time) {
 	if p.Gate != "" {
 		gate := "open"
 		if p.Holding {
-			gate = "SHUT since " + ago(now, p.GateSince)
+			gate = "SHUT for " + ago(now, p.GateSince)
 		}
 		fmt.Fprintf(w, "    caught-up gate %s: %s\n", gate, p.Gate)
 	}
 	if len(p.Drops) > 0 {
 		fmt.Fprintf(w, "    dropped: %s\n", counts(p.Drops))
+	}
+}
+
+// printDecoder shows what the passive decoder heard from the peer's master
+// sync daemon.
+func printDecoder(w io.Writer, d *control.DecoderStatus, now time.Time) {
+	if d.Error != "" {
+		fmt.Fprintf(w, "  decoder: not running (%s)\n", d.Error)
+		return
+	}
+	last := "never"
+	if !d.LastSeen.IsZero() {
+		last = ago(now, d.LastSeen) + " ago from " + d.LastSender
+	}
+	fmt.Fprintf(w, "  decoder: %d messages, %d entries from the peer's master daemon; last %s\n", d.Messages, d.Entries, last)
+	if len(d.Drops) > 0 || len(d.Skipped) > 0 || d.SocketDrops > 0 {
+		fmt.Fprintf(w, "    dropped: %s; entries skipped: %s; lost in the socket: %d\n", counts(d.Drops), counts(d.Skipped), d.SocketDrops)
+	}
+	if d.Senders > 1 {
+		fmt.Fprintf(w, "    %d SENDERS: more than one master daemon on the sync link\n", d.Senders)
 	}
 }

@@ -59,3 +59,34 @@ IPVS: 1 services, 4 destinations; 12 kernel ops (1 failed), 2 drift repairs; las
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+func TestPrintSyncStatus(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	st := &control.Status{Cluster: "web", Node: "lb2", Version: "dev", PID: 7, Started: t0, Loaded: t0,
+		Sync: &control.SyncStatus{Mode: "both", Interface: "eth1", SyncID: 51,
+			Daemons: []string{"master (eth1, sync id 51)", "backup (eth1, sync id 51)"},
+			Decoder: &control.DecoderStatus{Messages: 40, Entries: 1000, LastSeen: t0.Add(89 * time.Second), LastSender: "10.0.0.1:33000",
+				Drops: map[string]uint64{"wrong_sync_id": 2}, Senders: 2},
+			Peer: &control.PeerStatus{Local: "10.0.0.2:8850", Remote: "10.0.0.1:8850", Up: true, LastRx: t0.Add(89500 * time.Millisecond),
+				PeerMaster: true, PeerConns: 1000, PeerEntries: 1, SameEpoch: true, Conns: 950, PeerHolds: true, Following: true,
+				Holding: true, GateSince: t0.Add(80 * time.Second), Gate: "holding: 950 connections here, 1000 needed of the master's 1000",
+				TxState: 90, TxPages: 1, RxState: 89, RxPages: 2, Drops: map[string]uint64{"bad_mac": 1}}}}
+	var b bytes.Buffer
+	printStatus(&b, st, t0.Add(90*time.Second))
+	want := `
+connection sync: mode both on eth1, sync id 51
+  master (eth1, sync id 51)
+  backup (eth1, sync id 51)
+  decoder: 40 messages, 1000 entries from the peer's master daemon; last 1s ago from 10.0.0.1:33000
+    dropped: wrong_sync_id=2; entries skipped: -; lost in the socket: 0
+    2 SENDERS: more than one master daemon on the sync link
+  peer channel 10.0.0.2:8850 -> 10.0.0.1:8850: up (last heard 500ms ago; sent 90 states, 1 pages; received 89, 2)
+    peer: master, 1000 connections, 1 real servers down or overridden, same services
+    here: 950 connections; verdicts in IPVS: the master's; the peer holds this node's state
+    caught-up gate SHUT for 10s: holding: 950 connections here, 1000 needed of the master's 1000
+    dropped: bad_mac=1
+`
+	if got := b.String(); !bytes.Contains([]byte(got), []byte(want)) {
+		t.Errorf("status:\n%s\nwant it to contain:\n%s", got, want)
+	}
+}

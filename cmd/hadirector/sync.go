@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +37,10 @@ type syncDaemons struct {
 	wantMaster bool
 	lastErr    string
 	did        []string
+	// listener decodes the peer's sync messages for status (nil if it
+	// could not start: listenErr says why).
+	listener  *connsync.Listener
+	listenErr string
 }
 
 // openSync starts the sync daemons for cfg; nil without a [sync] section
@@ -55,11 +63,39 @@ func openSync(cfg *config.Config, log *slog.Logger) (*syncDaemons, error) {
 		d.Close()
 		return nil, err
 	}
+	s.listen()
 	return s, nil
+}
+
+// listen starts the passive decoder beside the kernel's backup daemon. It
+// only observes: if it cannot start, sync works all the same, and status
+// says why the counters are missing.
+func (s *syncDaemons) listen() {
+	s.mu.Lock()
+	backup := s.wantLocked(s.cfg.Sync)
+	s.mu.Unlock()
+	ports := 1
+	if v, err := os.ReadFile(filepath.Join(connsync.SysctlDir, "sync_ports")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && n > 0 {
+			ports = n
+		}
+	}
+	b := backup[len(backup)-1]
+	b.Role = connsync.Backup
+	l, err := connsync.Listen(connsync.ListenerFor(b, ports))
+	if err != nil {
+		s.listenErr = err.Error()
+		s.log.Warn("sync message decoder not started (sync itself is not affected)", "err", err)
+		return
+	}
+	s.listener = l
 }
 
 func (s *syncDaemons) Close() {
 	if s != nil {
+		if s.listener != nil {
+			s.listener.Close()
+		}
 		s.d.Close()
 	}
 }
@@ -192,5 +228,38 @@ func (s *syncDaemons) status() *control.SyncStatus {
 		st.Sysctls[kv.Name] = kv.Value
 	}
 	st.At = time.Now()
+	st.Decoder = s.decoderStatus()
 	return st
+}
+
+func (s *syncDaemons) decoderStatus() *control.DecoderStatus {
+	if s.listener == nil {
+		if s.listenErr == "" {
+			return nil
+		}
+		return &control.DecoderStatus{Error: s.listenErr}
+	}
+	ls := s.listener.Stats()
+	ds := &control.DecoderStatus{Messages: ls.Messages, Entries: ls.Entries, SocketDrops: ls.SocketDrops,
+		LastSeen: ls.LastSeen, Senders: len(ls.Senders)}
+	if ls.LastSender.IsValid() {
+		ds.LastSender = ls.LastSender.String()
+	}
+	for r, n := range ls.Drops {
+		if n > 0 {
+			if ds.Drops == nil {
+				ds.Drops = map[string]uint64{}
+			}
+			ds.Drops[connsync.DropReason(r).String()] = n
+		}
+	}
+	for r, n := range ls.Skipped {
+		if n > 0 {
+			if ds.Skipped == nil {
+				ds.Skipped = map[string]uint64{}
+			}
+			ds.Skipped[connsync.DropReason(r).String()] = n
+		}
+	}
+	return ds
 }

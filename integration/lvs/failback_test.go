@@ -64,6 +64,15 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 			old := openStreams(ctx, t, b, nOld, every)
 			defer stopAll(old)
 			time.Sleep(4 * time.Second) // older than the sync window: lb2 has them
+			// lb2's passive decoder heard lb1's sync messages, and lb2 holds
+			// lb1's state and programs its verdicts.
+			if st, err := d2.Status(ctx); err != nil {
+				t.Fatal(err)
+			} else if dc, p := st.Sync.Decoder, st.Sync.Peer; dc == nil || dc.Entries < nOld || p == nil || !p.Up || !p.PeerMaster || !p.Following || !p.SameEpoch {
+				t.Fatalf("lb2's sync status: decoder %+v, peer %+v; want >= %d entries decoded and lb1's state followed", dc, p, nOld)
+			} else {
+				t.Logf("lb2 decoded %d messages, %d entries; peer channel: lb1 master with %d connections", dc.Messages, dc.Entries, p.PeerConns)
+			}
 
 			d1.Kill()
 			if err := lvs.SetLinkUp(b.LBs[0], "eth0", false); err != nil {

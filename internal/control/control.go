@@ -75,6 +75,23 @@ type SyncStatus struct {
 	At        time.Time         `json:"at"`
 	// Peer is the peer state channel (nil when it is off).
 	Peer *PeerStatus `json:"peer,omitempty"`
+	// Decoder is the passive listener's view of the peer's sync messages
+	// (nil when it is not running).
+	Decoder *DecoderStatus `json:"decoder,omitempty"`
+}
+
+// DecoderStatus counts the sync messages this node received from its
+// peer's master daemon, as its kernel's backup sees them.
+type DecoderStatus struct {
+	Messages    uint64            `json:"messages"`
+	Entries     uint64            `json:"entries"`
+	Drops       map[string]uint64 `json:"drops,omitempty"` // datagrams, by reason
+	Skipped     map[string]uint64 `json:"skipped,omitempty"`
+	SocketDrops uint64            `json:"socket_drops"`
+	LastSeen    time.Time         `json:"last_seen,omitzero"`
+	LastSender  string            `json:"last_sender,omitempty"`
+	Senders     int               `json:"senders"` // more than one: two masters on the sync link
+	Error       string            `json:"error,omitempty"`
 }
 
 // PeerStatus is the peer state channel and the caught-up gate.
