@@ -64,7 +64,7 @@ forwarding = "dr"`), nil},
 		}},
 		{"renamed service is a field change", edit(`name = "web-https"`, `name = "tls"`), []string{"changed virtual_service tcp/192.0.2.100:443: name"}},
 		{"node priority and sync", edit("priority = 100", "priority = 90", "sync_id = 51", "sync_id = 52"), []string{"changed node lb2: priority", "changed sync: sync_id"}},
-		{"sync removed", edit("[sync]\ninterface = \"eth1\"\nsync_id = 51\n", ""), []string{"removed sync"}},
+		{"sync removed", string(base[:strings.Index(string(base), "\n[sync]\n")+1]), []string{"removed sync"}}, // the last section
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
