@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,36 +71,8 @@ func TestFailoverKeepsConnections(t *testing.T) {
 
 			// N connections, one line a second each.
 			start := time.Now()
-			streams := make([]*lvs.Stream, 0, n)
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 32)
-			var openErr error
-			for range n {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					s, err := b.StartStream(ctx, b.VIPPort(lvs.EchoPort), time.Second)
-					mu.Lock()
-					defer mu.Unlock()
-					if err != nil {
-						openErr = err
-						return
-					}
-					streams = append(streams, s)
-				}()
-			}
-			wg.Wait()
-			defer func() {
-				for _, s := range streams {
-					s.Stop()
-				}
-			}()
-			if openErr != nil {
-				t.Fatalf("opening %d connections: %v", n, openErr)
-			}
+			streams := openStreams(ctx, t, b, n, time.Second)
+			defer stopAll(streams)
 			t.Logf("%d connections open in %v", n, time.Since(start).Round(time.Millisecond))
 			// Older than the sync window: the kernel sends a lone entry 2–3 s
 			// after it is queued.
