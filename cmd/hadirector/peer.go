@@ -78,6 +78,9 @@ func openPeer(cfg *config.Config, node string, log *slog.Logger) (*peerSide, err
 	}
 	p := &peerSide{log: log, catchUp: sc.CatchUp, timeout: sc.CatchUpTimeout.D(),
 		updates: make(chan *connsync.PeerState, 1), stop: make(chan struct{})}
+	if !outranks(cfg, node, peer.Name) {
+		p.catchUp = 0 // it never preempts its peer: nothing to hold
+	}
 	if p.catchUp > 0 {
 		p.holding, p.holdSince, p.gate = true, time.Now(), "waiting for the peer's state"
 	}
@@ -273,4 +276,16 @@ func (p *peerSide) status() *control.PeerStatus {
 	}
 	p.mu.Unlock()
 	return ps
+}
+
+// outranks: in some instance this node's configured priority is above the
+// peer's, so it may preempt the peer (tracking weights aside).
+func outranks(cfg *config.Config, node, peer string) bool {
+	for i := range cfg.Instances {
+		in := &cfg.Instances[i]
+		if cfg.PriorityOf(in, node) > cfg.PriorityOf(in, peer) {
+			return true
+		}
+	}
+	return false
 }
