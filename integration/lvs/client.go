@@ -356,3 +356,61 @@ func (s *Stream) Stop() StreamReport {
 	<-s.done
 	return s.Report()
 }
+
+// OpenStreams opens n Streams from the client to addr, a few at a time,
+// each sending a line every interval. On an error it stops those it opened
+// and returns the first error.
+func (b *Bed) OpenStreams(ctx context.Context, addr string, n int, every time.Duration) ([]*Stream, error) {
+	var (
+		mu       sync.Mutex
+		streams  []*Stream
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, 32)
+	for range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := b.StartStream(ctx, addr, every)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			streams = append(streams, s)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		StopStreams(streams)
+		return nil, firstErr
+	}
+	return streams, nil
+}
+
+// StopStreams stops every stream and returns their reports.
+func StopStreams(streams []*Stream) []StreamReport {
+	out := make([]StreamReport, 0, len(streams))
+	for _, s := range streams {
+		out = append(out, s.Stop())
+	}
+	return out
+}
+
+// BreakReason reduces a Break's error to a short class: reset, timeout,
+// eof, refused, or the error itself.
+func BreakReason(err error) string {
+	s := fmt.Sprint(err)
+	for _, r := range []string{"reset", "timeout", "EOF", "refused"} {
+		if strings.Contains(s, r) {
+			return strings.ToLower(r)
+		}
+	}
+	return s
+}
