@@ -21,7 +21,7 @@ func TestFindRepo(t *testing.T) {
 	if _, err := FindRepo(other); err == nil || !strings.Contains(err.Error(), "run the lab from the repository") {
 		t.Errorf("FindRepo outside a clone: %v", err)
 	}
-	if !isModule([]byte("// x\nmodule " + Module + "\n\ngo 1.26\n")) || isModule([]byte("module " + Module + "/sub\n")) {
+	if !isModule([]byte("// x\nmodule "+Module+"\n\ngo 1.26\n")) || isModule([]byte("module "+Module+"/sub\n")) {
 		t.Error("isModule")
 	}
 }
