@@ -67,10 +67,8 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, lab.ErrInterrupted):
 		fmt.Fprintln(stderr, "hadirector lab: interrupted; everything it made is removed")
-	case errors.Is(err, lab.ErrVM):
-		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
 	default:
 		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
 	}

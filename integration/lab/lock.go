@@ -33,7 +33,7 @@ func Lock(path string) (unlock func(), err error) {
 			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
 				holder = fmt.Sprintf("process %d", pid)
 			}
-			return nil, fmt.Errorf("%w (%s holds %s): wait for it to end, or stop it with Ctrl-C", ErrRunning, holder, path)
+			return nil, fmt.Errorf("%w (%s holds %s): wait for it to end, or stop it (Ctrl-C in its terminal)", ErrRunning, holder, path)
 		}
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}

@@ -80,6 +80,10 @@ type VMOptions struct {
 // opposed to the lab inside failing.
 var ErrVM = errors.New("the VM")
 
+// ErrInterrupted: the VM run was stopped by a signal (Ctrl-C reaches
+// run.sh directly too, and it may end before this process notices).
+var ErrInterrupted = errors.New("interrupted")
+
 // RunInVM runs `hadirector lab ARGS` inside integration/vm's qemu VM
 // (run.sh: Debian's stock kernel, a fresh initramfs, ~3 s to boot) and
 // streams its output. The guest has no network and its namespaces and
@@ -99,7 +103,7 @@ func RunInVM(ctx context.Context, o VMOptions) error {
 		}
 		defer os.RemoveAll(dir)
 		bin = filepath.Join(dir, "hadirector")
-		fmt.Fprintf(o.Out, "== This binary is dynamically linked (go run uses cgo); the guest needs a static one: CGO_ENABLED=0 go build ./cmd/hadirector\n")
+		fmt.Fprintf(o.Out, "== This hadirector is dynamically linked (as go run builds it) and the VM needs a static one: CGO_ENABLED=0 go build ./cmd/hadirector\n")
 		if err := buildStatic(ctx, o.Repo, bin); err != nil {
 			return err
 		}
@@ -118,11 +122,13 @@ func RunInVM(ctx context.Context, o VMOptions) error {
 	cmd.WaitDelay = 15 * time.Second
 	err = cmd.Run()
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return fmt.Errorf("%w: %w", ErrInterrupted, ctx.Err())
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		switch code := ee.ExitCode(); code {
+		case 130, -1: // run.sh's exit on SIGINT/SIGTERM; -1: killed by a signal
+			return ErrInterrupted
 		case 124:
 			return fmt.Errorf("%w timed out after %s", ErrVM, timeout)
 		case 125:
