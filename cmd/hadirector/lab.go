@@ -49,9 +49,9 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 	case noIPVS != nil && lab.InVM():
 		err = fmt.Errorf("inside the VM and still no IPVS: %w", noIPVS)
 	case noIPVS != nil || *forceVM:
-		why := "--vm"
+		why := "With --vm"
 		if noIPVS != nil {
-			why = "this kernel has no IPVS"
+			why = "This kernel has no IPVS"
 		}
 		fmt.Fprintf(stdout, "== %s: the lab runs inside a qemu VM that boots Debian's stock kernel (integration/vm), automatically.\n", why)
 		var cwd, repo string

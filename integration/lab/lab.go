@@ -171,7 +171,7 @@ func Run(ctx context.Context, o Options) (sum *Summary, err error) {
 		return nil, err
 	}
 	failed := "lb1: its daemon SIGKILLed, then its link cut"
-	say("FAIL: %s.", failed)
+	say("The failure: %s.", failed)
 	st, err := daemons["lb2"].WaitState(ctx, lvs.InstanceName, "MASTER")
 	if err != nil {
 		return nil, err

@@ -146,6 +146,23 @@ func spread(m map[string]int, reals []string) string {
 	return strings.Join(parts, ", ")
 }
 
+// byReason is " (reset 9, timeout 1)", or "" for none.
+func byReason(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
 func ms(d time.Duration) string {
 	if d >= time.Second {
 		return d.Round(10 * time.Millisecond).String()
@@ -159,13 +176,13 @@ func (s Summary) Print(w io.Writer, reals []string) error {
 	p("== Failover summary")
 	p("  master before:    %s", s.MasterBefore)
 	p("  failed:           %s", s.Failed)
-	p("  master after:     %s, %s after the kill (%s)", s.MasterAfter, ms(s.Takeover), s.TakeoverReason)
+	p("  master after:     %s, %s after the kill: %s", s.MasterAfter, ms(s.Takeover), s.TakeoverReason)
 	for _, d := range []string{s.MasterBefore, s.MasterAfter} {
 		m := s.Scheduled[d]
 		p("  %s served:       %d new connections (%s)", d, total(m), spread(m, reals))
 	}
 	wt := s.Waits
-	p("  short requests:   %d sent, %d answered, usually in %s; %d failed %v", wt.Requests, wt.Answered, ms(wt.Usual), wt.Failed, wt.Failures)
+	p("  short requests:   %d sent, %d answered, usually in %s; %d failed%s", wt.Requests, wt.Answered, ms(wt.Usual), wt.Failed, byReason(wt.Failures))
 	if wt.Failures["reset"] > 0 {
 		p("                    (a request in flight at the kill, on a connection younger than the sync delay")
 		p("                    of a few seconds, is reset: the new master never heard of it)")
@@ -174,7 +191,7 @@ func (s Summary) Print(w io.Writer, reals []string) error {
 	sv := s.Survival
 	p("  kept connections: %d of %d survived the failover; %d numbered messages sent, %d answered in order", sv.Survived, sv.Conns, sv.Sent, sv.Answered)
 	if len(sv.Breaks) > 0 {
-		p("                    broken: %v", sv.Breaks)
+		p("                    broken:%s", byReason(sv.Breaks))
 	}
 	err := s.Check(reals)
 	if err != nil {

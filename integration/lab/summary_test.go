@@ -116,14 +116,17 @@ func clone(m map[string]int) map[string]int {
 
 func TestSummaryPrint(t *testing.T) {
 	var b strings.Builder
-	if err := good().Print(&b, reals); err != nil {
+	s := good()
+	s.Waits.Failed, s.Waits.Failures = 3, map[string]int{"timeout": 1, "reset": 2}
+	if err := s.Print(&b, reals); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
 		"master before:    lb1",
-		"master after:     lb2, 5ms after the kill",
+		"master after:     lb2, 5ms after the kill: master's process is gone",
 		"lb1 served:       29 new connections (rs1 10, rs2 10, rs3 9)",
 		"200 of 200 survived",
+		"50 answered, usually in 0s; 3 failed (reset 2, timeout 1)",
 		"RESULT: OK",
 	} {
 		if !strings.Contains(b.String(), want) {
