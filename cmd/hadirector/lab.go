@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hadirector/hadirector/integration/lab"
@@ -19,12 +20,27 @@ import (
 // a summary, in network namespaces; inside the test VM when this kernel has
 // no IPVS. It needs root, leaves nothing behind, and exits 1 when the
 // failover did not keep the clients' connections, so CI can run it.
+//
+// Without a step it does everything in turn. The steps (up, status, fail,
+// down) keep the lab in a background process between commands, so they
+// need IPVS on this kernel: a VM lives for one command.
 func cmdLab(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("lab", "[--conns N] [--vm]", stderr)
-	conns := fs.Int("conns", 200, "long-lived client connections kept open across the failover")
-	forceVM := fs.Bool("vm", false, "run inside the qemu VM even if this kernel has IPVS")
+	step := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		step, args = args[0], args[1:]
+	}
+	fs := newFlags("lab", "[up|status|fail|down] [--conns N] [--vm]", stderr)
+	conns := fs.Int("conns", 200, "long-lived client connections kept open across the failover (guided and up)")
+	forceVM := fs.Bool("vm", false, "guided lab only: run inside the qemu VM even if this kernel has IPVS")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	switch step {
+	case "", "up", "serve", "status", "fail", "down":
+	default:
+		fmt.Fprintf(stderr, "hadirector lab: unknown step %q\n", step)
+		fs.Usage()
+		return exitUsage
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "hadirector lab: needs root (it creates network namespaces); run it with sudo")
@@ -32,18 +48,41 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
+		return exitFail
+	}
+	labArgs := []string{"--conns", strconv.Itoa(*conns)}
+
+	switch step {
+	case "status", "fail", "down":
+		rc, err := lab.Command(ctx, step, stdout)
+		if err != nil {
+			fmt.Fprintf(stderr, "hadirector lab %s: %v\n", step, err)
+			return exitFail
+		}
+		return rc
+	case "up", "serve":
+		if noIPVS := ipvs.Preflight(); noIPVS != nil {
+			fmt.Fprintf(stderr, "hadirector lab %s: this kernel has no IPVS, and the lab's steps keep it on this host between commands "+
+				"(a VM lives for one command). Run the guided `hadirector lab`: it uses the VM.\n(%v)\n", step, noIPVS)
+			return exitFail
+		}
+		if step == "up" {
+			err = lab.Up(ctx, self, labArgs, stdout)
+		} else {
+			err = lab.Serve(ctx, lab.Options{Self: self, Conns: *conns, Out: stdout})
+		}
+		return labExit(ctx, step, err, stderr)
+	}
+
 	unlock, err := lab.Lock(lab.LockPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
 		return exitFail
 	}
 	defer unlock()
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
-		return exitFail
-	}
-
 	noIPVS := ipvs.Preflight()
 	switch {
 	case noIPVS != nil && lab.InVM():
@@ -59,18 +98,23 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 			repo, err = lab.FindRepo(cwd)
 		}
 		if err == nil {
-			err = lab.RunInVM(ctx, lab.VMOptions{Repo: repo, Self: self, Args: []string{"--conns", strconv.Itoa(*conns)}, Out: stdout, Err: stderr})
+			err = lab.RunInVM(ctx, lab.VMOptions{Repo: repo, Self: self, Args: labArgs, Out: stdout, Err: stderr})
 		}
 	default:
 		_, err = lab.Run(ctx, lab.Options{Self: self, Conns: *conns, Out: stdout})
 	}
+	return labExit(ctx, "", err, stderr)
+}
+
+func labExit(ctx context.Context, step string, err error, stderr io.Writer) int {
+	name := strings.TrimSpace("hadirector lab " + step)
 	switch {
 	case err == nil:
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, lab.ErrInterrupted):
-		fmt.Fprintln(stderr, "hadirector lab: interrupted; everything it made is removed")
+		fmt.Fprintf(stderr, "%s: interrupted; everything it made is removed\n", name)
 	default:
-		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	}
 	return exitFail
 }

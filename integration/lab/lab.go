@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hadirector/hadirector/integration/lvs"
@@ -25,7 +27,8 @@ import (
 var Config []byte
 
 // StateDir is where the lab keeps its files while it runs: the cluster
-// file, and each director's copy and control socket.
+// file, each director's copy and control socket, and (up/down) the lab's
+// own socket and log.
 const StateDir = "/run/hadirector-lab"
 
 // Prefix is the netlab prefix of the lab's namespaces (hdlab<id>-<node>).
@@ -34,7 +37,7 @@ const Prefix = "hdlab"
 // Plan is the bed the lab builds.
 var Plan = lvs.Options{Mode: lvs.DR, Directors: 2}
 
-// Options are Run's.
+// Options are Run's and Start's.
 type Options struct {
 	Self  string        // the hadirector binary the directors run
 	Conns int           // long-lived connections; default 200
@@ -51,10 +54,49 @@ const (
 	syncWindow = 4 * time.Second
 )
 
-// Run runs the lab to the end and returns its summary, with an error if
-// the lab could not run or the failover did not work (Summary.Check).
-// Everything it made is removed before it returns.
+// Lab is a running lab: the bed, both directors and the client traffic.
+// Its methods are for one caller at a time.
+type Lab struct {
+	o            Options
+	started      time.Time
+	nl           *netlab.Lab
+	bed          *lvs.Bed
+	daemons      map[string]*lvs.Daemon
+	streams      []*lvs.Stream
+	pr           *prober
+	trafficStart time.Time
+
+	mu      sync.Mutex
+	summary *Summary // after Fail
+	closed  bool
+}
+
+// Run is the guided lab: Start, traffic through the master, Fail, the
+// summary, Close. It returns the summary, with an error if the lab could
+// not run or the failover did not work (Summary.Check). Everything it made
+// is removed before it returns.
 func Run(ctx context.Context, o Options) (sum *Summary, err error) {
+	l, err := Start(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := l.Before(ctx, l.o.Out); err != nil {
+		return nil, err
+	}
+	return l.Fail(ctx, l.o.Out)
+}
+
+func say(w io.Writer, format string, args ...any) { fmt.Fprintf(w, "== "+format+"\n", args...) }
+
+// Start prints the config, builds the bed, starts both directors and the
+// client traffic, and returns once the traffic runs through the master. A
+// failure half-way removes what was made.
+func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if o.Conns <= 0 {
 		o.Conns = 200
 	}
@@ -62,135 +104,136 @@ func Run(ctx context.Context, o Options) (sum *Summary, err error) {
 		o.Phase = syncWindow
 	}
 	out := o.Out
-	say := func(format string, args ...any) { fmt.Fprintf(out, "== "+format+"\n", args...) }
-	started := time.Now()
-
-	fmt.Fprintf(out, "== The cluster file both directors run from (%s/cluster.toml):\n\n%s\n", StateDir, Config)
+	l = &Lab{o: o, started: time.Now(), daemons: map[string]*lvs.Daemon{}}
+	defer func() {
+		if err != nil {
+			for _, n := range []string{"lb1", "lb2"} {
+				if d := l.daemons[n]; d != nil {
+					fmt.Fprintf(out, "\n-- log of director %s:\n%s", n, tail(d.Output(), 40))
+				}
+			}
+			l.Close()
+		}
+	}()
 	if err := writeState(); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(StateDir)
+	fmt.Fprintf(out, "== The cluster file both directors run from (%s/cluster.toml):\n\n%s\n", StateDir, Config)
 
 	// Leftovers of a lab that was killed (its owner process is dead).
 	_, _ = netlab.Sweep(Prefix)
-	nl, err := netlab.New(Prefix)
-	if err != nil {
-		return nil, err
+	if l.nl, err = netlab.New(Prefix); err != nil {
+		return l, err
 	}
-	defer func() {
-		if cerr := nl.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("taking the lab down: %w", cerr)
-		}
-		say("Lab taken down: namespaces and processes removed (%s in all).", time.Since(started).Round(100*time.Millisecond))
-	}()
-	b, err := lvs.Build(nl, Plan)
-	if err != nil {
-		return nil, err
+	if l.bed, err = lvs.Build(l.nl, Plan); err != nil {
+		return l, err
 	}
-	defer b.Close()
-	lb1, lb2 := b.LBs[0], b.LBs[1]
-	say("Network built in namespaces %s-*: client, lb1, lb2, rs1-rs3 on bridge \"front\".", nl.Name())
-	say("Real servers rs1-rs3 answer GET / with their name, and echo numbered lines on :%d.", lvs.EchoPort)
+	b := l.bed
+	say(out, "Network built in namespaces %s-*: client, lb1, lb2, rs1-rs3 on bridge \"front\".", l.nl.Name())
+	say(out, "Real servers rs1-rs3 answer GET / with their name, and echo numbered lines on :%d.", lvs.EchoPort)
 
-	daemons := map[string]*lvs.Daemon{}
 	for _, n := range b.LBs {
 		dir := filepath.Join(StateDir, n.Name())
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
+			return l, err
 		}
 		d, err := lvs.LaunchDaemon(ctx, n, o.Self, dir, string(Config))
 		if err != nil {
-			return nil, err
+			return l, err
 		}
-		daemons[n.Name()] = d
-		say("Started director %s: hadirector run --config %s --node %s", n.Name(), d.Config, n.Name())
+		l.daemons[n.Name()] = d
+		say(out, "Started director %s: hadirector run --config %s --node %s", n.Name(), d.Config, n.Name())
 	}
-	defer func() {
-		if err != nil {
-			for name, d := range daemons {
-				fmt.Fprintf(out, "\n-- log of director %s:\n%s", name, tail(d.Output(), 40))
-			}
-		}
-	}()
 	t0 := time.Now()
-	if _, err := daemons["lb1"].WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
-		return nil, err
+	if _, err := l.daemons["lb1"].WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+		return l, err
 	}
-	if _, err := daemons["lb2"].WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
-		return nil, err
+	if _, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+		return l, err
 	}
-	say("Elected: lb1 is MASTER (priority 150) and holds the VIP %s; lb2 is BACKUP (%s after start).", b.VIP(), time.Since(t0).Round(time.Millisecond))
-	web, echo := b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)
-	if err := waitServing(ctx, b, web, echo); err != nil {
-		return nil, err
+	say(out, "Elected: lb1 is MASTER (priority 150) and holds the VIP %s; lb2 is BACKUP (%s after start).", b.VIP(), time.Since(t0).Round(time.Millisecond))
+	if err := waitServing(ctx, b, b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)); err != nil {
+		return l, err
 	}
-	say("Both directors probed rs1-rs3 healthy and programmed IPVS (%s after start).", time.Since(t0).Round(time.Millisecond))
-	if err := printStatus(ctx, out, o.Self, daemons["lb1"]); err != nil {
-		return nil, err
+	say(out, "Both directors probed rs1-rs3 healthy and programmed IPVS (%s after start).", time.Since(t0).Round(time.Millisecond))
+	if err := printStatus(ctx, out, o.Self, l.daemons["lb1"]); err != nil {
+		return l, err
 	}
 
 	// Traffic: long-lived connections first (they must be older than the
 	// sync window when the master dies), then the steady requests.
 	t1 := time.Now()
-	streams, err := b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), o.Conns, lineEvery)
-	if err != nil {
-		return nil, fmt.Errorf("opening %d long-lived connections: %w", o.Conns, err)
+	if l.streams, err = b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), o.Conns, lineEvery); err != nil {
+		return l, fmt.Errorf("opening %d long-lived connections: %w", o.Conns, err)
 	}
-	stopped := false
-	var reports []lvs.StreamReport
-	defer func() {
-		if !stopped {
-			lvs.StopStreams(streams)
-		}
-	}()
-	say("Client: %d long-lived connections to %s open (%s), each sending a numbered line every %s.", o.Conns, b.VIPPort(lvs.EchoPort), time.Since(t1).Round(time.Millisecond), lineEvery)
-	pr := startProber(ctx, b, b.VIPPort(lvs.HTTPPort), requestEvery)
-	defer func() {
-		if !stopped {
-			pr.stop()
-		}
-	}()
-	say("Client: a new GET http://%s/ every %s.", b.VIPPort(lvs.HTTPPort), requestEvery)
-	tBefore := time.Now()
-	if err := sleep(ctx, o.Phase); err != nil {
-		return nil, err
-	}
-	say("Answers in %s through lb1: %s", o.Phase, spread(tally(pr.since(tBefore)), b.RealNames()))
-	synced, err := lvs.Established(ctx, lb2)
-	if err != nil {
-		return nil, err
-	}
-	say("lb2 (BACKUP) already holds %d established connections, learnt through connection sync.", synced)
+	say(out, "Client: %d long-lived connections to %s open (%s), each sending a numbered line every %s.", o.Conns, b.VIPPort(lvs.EchoPort), time.Since(t1).Round(time.Millisecond), lineEvery)
+	// The requests outlive ctx when Start returns (up/down): Close stops them.
+	l.pr = startProber(context.WithoutCancel(ctx), b, b.VIPPort(lvs.HTTPPort), requestEvery)
+	l.trafficStart = time.Now()
+	say(out, "Client: a new GET http://%s/ every %s.", b.VIPPort(lvs.HTTPPort), requestEvery)
+	return l, nil
+}
 
+// Before lets the traffic run through the master for the sync window, then
+// shows how it was spread and what the backup learnt.
+func (l *Lab) Before(ctx context.Context, out io.Writer) error {
+	if err := sleep(ctx, l.o.Phase); err != nil {
+		return err
+	}
+	say(out, "Answers in %s through lb1: %s", l.o.Phase, spread(tally(l.pr.since(l.trafficStart)), l.bed.RealNames()))
+	synced, err := lvs.Established(ctx, l.bed.LBs[1])
+	if err != nil {
+		return err
+	}
+	say(out, "lb2 (BACKUP) already holds %d established connections, learnt through connection sync.", synced)
+	return nil
+}
+
+// Fail kills lb1's daemon and cuts its link, waits for lb2's takeover, lets
+// the traffic run through lb2, stops it and prints the summary. The error
+// says why the failover did not work (or that it could not be done).
+func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
+	l.mu.Lock()
+	done := l.summary != nil
+	l.mu.Unlock()
+	if done {
+		return nil, errors.New("the master has failed already: this lab has shown its failover; take it down and up again")
+	}
+	b, lb1 := l.bed, l.bed.LBs[0]
+	if young := syncWindow - time.Since(l.trafficStart); young > 0 {
+		say(out, "Waiting %s first: connections younger than the sync delay are not on lb2 yet.", young.Round(100*time.Millisecond))
+		if err := sleep(ctx, young); err != nil {
+			return nil, err
+		}
+	}
 	// The failure: the master's daemon dies and its node drops off the
 	// network (as a crashed machine would; the killed daemon's kernel
-	// closes the liveness connection, which tells lb2 at once).
+	// closes the liveness connection, which tells lb2 at once if that FIN
+	// gets out before the link goes).
 	kill := time.Now()
-	daemons["lb1"].Kill()
+	l.daemons["lb1"].Kill()
 	if err := lvs.SetLinkUp(lb1, "eth0", false); err != nil {
 		return nil, err
 	}
 	failed := "lb1: its daemon SIGKILLed, then its link cut"
-	say("The failure: %s.", failed)
-	st, err := daemons["lb2"].WaitState(ctx, lvs.InstanceName, "MASTER")
+	say(out, "The failure: %s.", failed)
+	st, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "MASTER")
 	if err != nil {
 		return nil, err
 	}
 	in := lvs.Instance(st, lvs.InstanceName)
 	takeover := in.LastTransition.Sub(kill)
-	say("lb2 is MASTER %s after the kill: %s", ms(takeover), in.LastReason)
-	if err := sleep(ctx, o.Phase); err != nil {
+	say(out, "lb2 is MASTER %s after the kill: %s", ms(takeover), in.LastReason)
+	if err := sleep(ctx, l.o.Phase); err != nil {
 		return nil, err
 	}
-	say("Answers in %s through lb2: %s", o.Phase, spread(tally(pr.since(kill)), b.RealNames()))
-	stopped = true
-	samples := pr.stop()
-	reports = lvs.StopStreams(streams)
-	if err := printStatus(ctx, out, o.Self, daemons["lb2"]); err != nil {
+	say(out, "Answers in %s through lb2: %s", l.o.Phase, spread(tally(l.pr.since(kill)), b.RealNames()))
+	samples, reports := l.stopTraffic()
+	if err := printStatus(ctx, out, l.o.Self, l.daemons["lb2"]); err != nil {
 		return nil, err
 	}
 
-	sum = &Summary{
+	sum := &Summary{
 		MasterBefore: "lb1", MasterAfter: "lb2", Failed: failed,
 		Takeover: takeover, TakeoverReason: in.LastReason,
 		Scheduled: map[string]map[string]int{},
@@ -199,15 +242,56 @@ func Run(ctx context.Context, o Options) (sum *Summary, err error) {
 	}
 	for _, n := range b.LBs {
 		// lb1's kernel keeps its counters: its namespace is still there.
-		if sum.Scheduled[n.Name()], err = b.Scheduled(n, web); err != nil {
+		if sum.Scheduled[n.Name()], err = b.Scheduled(n, b.ServiceKey(lvs.HTTPPort)); err != nil {
 			return sum, err
 		}
 	}
+	l.mu.Lock()
+	l.summary = sum
+	l.mu.Unlock()
 	fmt.Fprintln(out)
 	if err := sum.Print(out, b.RealNames()); err != nil {
 		return sum, fmt.Errorf("the failover did not work: %w", err)
 	}
 	return sum, nil
+}
+
+// stopTraffic ends the requests and the long-lived connections (once) and
+// returns what they saw.
+func (l *Lab) stopTraffic() ([]Sample, []lvs.StreamReport) {
+	var samples []Sample
+	if l.pr != nil {
+		samples = l.pr.stop()
+		l.pr = nil
+	}
+	reports := lvs.StopStreams(l.streams)
+	l.streams = nil
+	return samples, reports
+}
+
+// Close stops the traffic and the directors and removes the namespaces and
+// the state directory. It may be called more than once.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.stopTraffic()
+	if l.bed != nil {
+		l.bed.Close()
+	}
+	var err error
+	if l.nl != nil {
+		if cerr := l.nl.Close(); cerr != nil {
+			err = fmt.Errorf("taking the lab down: %w", cerr)
+		}
+	}
+	_ = os.RemoveAll(StateDir)
+	say(l.o.Out, "Lab taken down: namespaces and processes removed (%s in all).", time.Since(l.started).Round(100*time.Millisecond))
+	return err
 }
 
 // writeState creates StateDir afresh with the cluster file, and checks it.
