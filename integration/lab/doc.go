@@ -15,6 +15,11 @@
 // must be static, and a dynamic one (`go run` links with cgo) is rebuilt
 // with CGO_ENABLED=0 from the source tree first.
 //
+// Step by step (`hadirector lab up`, then status, fail, down; [Up],
+// [Serve], [Command]), a background process holds the lab between
+// commands and answers on a Unix socket. That needs IPVS on the host: a VM
+// lives for one command.
+//
 // It leaves nothing behind: Run removes every namespace and process it made
 // when it ends, fails half-way, or is interrupted; a second lab while one
 // runs is refused ([Lock]).
