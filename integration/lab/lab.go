@@ -76,6 +76,7 @@ type Lab struct {
 // not run or the failover did not work (Summary.Check). Everything it made
 // is removed before it returns.
 func Run(ctx context.Context, o Options) (sum *Summary, err error) {
+	_ = os.Remove(LogPath) // of a step by step lab that was killed: the caller holds the lock
 	l, err := Start(ctx, o)
 	if err != nil {
 		return nil, err
