@@ -82,6 +82,9 @@ func Run(ctx context.Context, o Options) (sum *Summary, err error) {
 		return nil, err
 	}
 	defer func() {
+		if err != nil && ctx.Err() == nil {
+			l.dumpLogs(l.o.Out)
+		}
 		if cerr := l.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
@@ -108,11 +111,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	l = &Lab{o: o, started: time.Now(), daemons: map[string]*lvs.Daemon{}}
 	defer func() {
 		if err != nil {
-			for _, n := range []string{"lb1", "lb2"} {
-				if d := l.daemons[n]; d != nil {
-					fmt.Fprintf(out, "\n-- log of director %s:\n%s", n, tail(d.Output(), 40))
-				}
-			}
+			l.dumpLogs(out)
 			l.Close()
 		}
 	}()
@@ -255,6 +254,15 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 		return sum, fmt.Errorf("the failover did not work: %w", err)
 	}
 	return sum, nil
+}
+
+// dumpLogs shows the end of each director's log, for a lab that failed.
+func (l *Lab) dumpLogs(out io.Writer) {
+	for _, n := range []string{"lb1", "lb2"} {
+		if d := l.daemons[n]; d != nil {
+			fmt.Fprintf(out, "\n-- log of director %s:\n%s", n, tail(d.Output(), 40))
+		}
+	}
 }
 
 // stopTraffic ends the requests and the long-lived connections (once) and

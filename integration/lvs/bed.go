@@ -50,9 +50,6 @@ type Bed struct {
 // [Bed.Ipvsadm]).
 func New(tb testing.TB, o Options) *Bed {
 	tb.Helper()
-	if err := o.validate(); err != nil {
-		tb.Fatal(err)
-	}
 	lab := netlab.NewForTest(tb, LabPrefix)
 	b, err := Build(lab, o)
 	if err != nil {
