@@ -111,7 +111,9 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	l = &Lab{o: o, started: time.Now(), daemons: map[string]*lvs.Daemon{}}
 	defer func() {
 		if err != nil {
-			l.dumpLogs(out)
+			if ctx.Err() == nil {
+				l.dumpLogs(out)
+			}
 			l.Close()
 		}
 	}()
