@@ -48,7 +48,15 @@ type Options struct {
 // Steady request rhythm and the long-lived connections' line interval.
 const (
 	requestEvery = 25 * time.Millisecond
-	lineEvery    = 500 * time.Millisecond
+	lineEvery    = time.Second
+	// lineWait is how long a long-lived connection waits for an answer
+	// before it counts as broken: patient, like an SSH session, so that a
+	// VM starved of CPU by other work does not pass for a failed failover
+	// (silence is caught by ConnSurvival instead).
+	lineWait = 10 * time.Second
+	// settleMax bounds the wait, after the phase, for every long-lived
+	// connection to show it works through the new master.
+	settleMax = 20 * time.Second
 	// syncWindow: the kernel's sync daemon sends a connection's entry a
 	// few seconds after it is queued; older ones are on the backup.
 	syncWindow = 4 * time.Second
@@ -165,7 +173,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	// Traffic: long-lived connections first (they must be older than the
 	// sync window when the master dies), then the steady requests.
 	t1 := time.Now()
-	if l.streams, err = b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), o.Conns, lineEvery); err != nil {
+	if l.streams, err = b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), o.Conns, lineEvery, lineWait); err != nil {
 		return l, fmt.Errorf("opening %d long-lived connections: %w", o.Conns, err)
 	}
 	say(out, "Client: %d long-lived connections to %s open (%s), each sending a numbered line every %s.", o.Conns, b.VIPPort(lvs.EchoPort), time.Since(t1).Round(time.Millisecond), lineEvery)
@@ -217,6 +225,10 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err := lvs.SetLinkUp(lb1, "eth0", false); err != nil {
 		return nil, err
 	}
+	atFail := make([]int, len(l.streams))
+	for i, s := range l.streams {
+		atFail[i] = s.Report().Answered
+	}
 	failed := "lb1: its daemon SIGKILLed, then its link cut"
 	say(out, "The failure: %s.", failed)
 	st, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "MASTER")
@@ -229,7 +241,10 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err := sleep(ctx, l.o.Phase); err != nil {
 		return nil, err
 	}
-	say(out, "Answers in %s through lb2: %s", l.o.Phase, spread(tally(l.pr.since(kill)), b.RealNames()))
+	if err := l.settle(ctx, atFail); err != nil {
+		return nil, err
+	}
+	say(out, "Answers in %s through lb2: %s", time.Since(kill).Round(100*time.Millisecond), spread(tally(l.pr.since(kill)), b.RealNames()))
 	samples, reports := l.stopTraffic()
 	if err := printStatus(ctx, out, l.o.Self, l.daemons["lb2"]); err != nil {
 		return nil, err
@@ -240,7 +255,7 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 		Takeover: takeover, TakeoverReason: in.LastReason,
 		Scheduled: map[string]map[string]int{},
 		Waits:     ClientWaits(samples, kill),
-		Survival:  ConnSurvival(reports),
+		Survival:  ConnSurvival(reports, atFail),
 	}
 	for _, n := range b.LBs {
 		// lb1's kernel keeps its counters: its namespace is still there.
@@ -256,6 +271,27 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 		return sum, fmt.Errorf("the failover did not work: %w", err)
 	}
 	return sum, nil
+}
+
+// settle waits (up to settleMax) until every long-lived connection has
+// either broken or had two more lines answered than at the failure (see
+// ConnSurvival): on a CPU starved by other work some take longer.
+func (l *Lab) settle(ctx context.Context, atFail []int) error {
+	deadline := time.Now().Add(settleMax)
+	for {
+		waiting := 0
+		for i, s := range l.streams {
+			if r := s.Report(); len(r.Breaks) == 0 && r.Answered < atFail[i]+2 {
+				waiting++
+			}
+		}
+		if waiting == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // dumpLogs shows the end of each director's log, for a lab that failed.

@@ -139,7 +139,7 @@ func (l *Lab) Status(ctx context.Context, out io.Writer) {
 		for _, s := range l.streams {
 			reports = append(reports, s.Report())
 		}
-		sv := ConnSurvival(reports)
+		sv := ConnSurvival(reports, nil)
 		say(out, "Client: %d of %d long-lived connections unbroken; %d numbered messages answered", sv.Survived, sv.Conns, sv.Answered)
 	}
 	if master != nil {

@@ -68,22 +68,31 @@ func ClientWaits(samples []Sample, kill time.Time) Waits {
 // Survival is what the long-lived connections saw.
 type Survival struct {
 	Conns, Survived int
+	Stalled         int            // unbroken, but not shown to work through the new master
 	Sent, Answered  int            // numbered lines
 	Breaks          map[string]int // broken connections by reason (reset, timeout, ...)
 }
 
-// ConnSurvival counts the long-lived connections that never broke: every
-// numbered line they sent was answered, in order, on the same connection.
-func ConnSurvival(reports []lvs.StreamReport) Survival {
+// ConnSurvival counts the long-lived connections that survived: they never
+// broke (every numbered line they sent was answered, in order, on the same
+// connection), and each had at least two more lines answered than it had
+// at the failure (answeredAtFail[i], for reports[i]). A stream sends a line
+// only when the last one is answered, so the second of those was sent after
+// the failure and went through the new master. nil answeredAtFail skips
+// that second test (before any failure).
+func ConnSurvival(reports []lvs.StreamReport, answeredAtFail []int) Survival {
 	s := Survival{Conns: len(reports), Breaks: map[string]int{}}
-	for _, r := range reports {
+	for i, r := range reports {
 		s.Sent += r.Sent
 		s.Answered += r.Answered
-		if len(r.Breaks) == 0 {
+		switch {
+		case len(r.Breaks) > 0:
+			s.Breaks[lvs.BreakReason(r.Breaks[0].Err)]++
+		case answeredAtFail != nil && r.Answered < answeredAtFail[i]+2:
+			s.Stalled++
+		default:
 			s.Survived++
-			continue
 		}
-		s.Breaks[lvs.BreakReason(r.Breaks[0].Err)]++
 	}
 	return s
 }
@@ -188,6 +197,9 @@ func (s Summary) Print(w io.Writer, reals []string) error {
 	p("  kept connections: %d of %d survived the failover; %d numbered messages sent, %d answered in order", sv.Survived, sv.Conns, sv.Sent, sv.Answered)
 	if len(sv.Breaks) > 0 {
 		p("                    broken:%s", byReason(sv.Breaks))
+	}
+	if sv.Stalled > 0 {
+		p("                    %d unbroken but silent: no line answered through %s yet", sv.Stalled, s.MasterAfter)
 	}
 	err := s.Check(reals)
 	if err != nil {

@@ -50,13 +50,18 @@ func TestClientWaitsNothingAfterKill(t *testing.T) {
 }
 
 func TestConnSurvival(t *testing.T) {
-	s := ConnSurvival([]lvs.StreamReport{
+	reports := []lvs.StreamReport{
 		{Sent: 10, Answered: 10},
 		{Sent: 8, Answered: 7, Breaks: []lvs.Break{{Seq: 8, Err: errors.New("read tcp: i/o timeout")}}},
 		{Sent: 10, Answered: 10},
-	})
-	if s.Conns != 3 || s.Survived != 2 || s.Sent != 28 || s.Answered != 27 || s.Breaks["timeout"] != 1 {
+		{Sent: 9, Answered: 9}, // only one line more since the failure: not proven
+	}
+	s := ConnSurvival(reports, []int{8, 5, 6, 8})
+	if s.Conns != 4 || s.Survived != 2 || s.Stalled != 1 || s.Sent != 37 || s.Answered != 36 || s.Breaks["timeout"] != 1 {
 		t.Errorf("%+v", s)
+	}
+	if s := ConnSurvival(reports, nil); s.Survived != 3 || s.Stalled != 0 {
+		t.Errorf("before a failure: %+v", s)
 	}
 }
 

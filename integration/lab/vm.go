@@ -116,11 +116,17 @@ func RunInVM(ctx context.Context, o VMOptions) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(o.Repo, "integration", "vm", "run.sh"), append(args, o.Args...)...)
 	cmd.Stdout, cmd.Stderr = o.Out, o.Err
 	// run.sh stops qemu and removes its files on SIGTERM (not on SIGKILL,
-	// exec's default), also when this process dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// exec's default), also when this process dies first. In its own
+	// process group it gets one signal, ours, rather than the terminal's
+	// Ctrl-C as well; what it leaves in its group (its tail and awk, if it
+	// was killed) goes with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second
 	err = cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w: %w", ErrInterrupted, ctx.Err())
 	}

@@ -70,7 +70,7 @@ func TestFailoverKeepsConnections(t *testing.T) {
 
 			// N connections, one line a second each.
 			start := time.Now()
-			streams, err := b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), n, time.Second)
+			streams, err := b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), n, time.Second, 0)
 			if err != nil {
 				t.Fatalf("opening %d connections: %v", n, err)
 			}
