@@ -2,7 +2,7 @@
 # scripts/test.sh — every test of hadirector, on a fresh Debian 12 machine.
 #
 #   sudo scripts/test.sh            # everything (what CI runs)
-#   sudo scripts/test.sh unit       # one stage: deps, lint, unit, scenarios, vm, fuzz
+#   sudo scripts/test.sh unit       # one stage: deps, lint, unit, scenarios, vm, lab, fuzz
 #
 # Stages:
 #   deps       apt-get what the host tests need (only what is missing)
@@ -12,6 +12,9 @@
 #   vm         tests that need IPVS, inside a qemu VM booting Debian's stock
 #              kernel (the host kernel has no IPVS). If the VM cannot boot,
 #              this stage fails: it never skips.
+#   lab        the README's first command, `go run ./cmd/hadirector lab`, once:
+#              it must exit 0 and its summary must show that both directors
+#              served and every long-lived connection survived the failover
 #   fuzz       a short run of every fuzz target (FUZZTIME, default 10s each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +51,7 @@ stage_lint() {
 
 stage_unit() {
 	log "unit tests (-race)"
-	go test -race -count=1 ./cmd/... ./internal/...
+	go test -race -count=1 ./cmd/... ./internal/... ./integration/lab/
 }
 
 stage_scenarios() {
@@ -78,6 +81,25 @@ stage_vm() {
 	return "$rc"
 }
 
+stage_lab() {
+	log "lab: go run ./cmd/hadirector lab (the README's first command)"
+	local out rc=0
+	out=$(mktemp)
+	# The lab itself exits 1 when the failover did not work; the grep makes
+	# sure the summary says so in words too, as the README shows it.
+	go run ./cmd/hadirector lab 2>&1 | tee "$out" || rc=$?
+	if ((rc == 0)); then
+		grep -Eq '^  lb1 served: +[1-9]' "$out" && grep -Eq '^  lb2 served: +[1-9]' "$out" &&
+			grep -Eq '^  kept connections: ([0-9]+) of \1 survived' "$out" &&
+			grep -q '^  RESULT: OK' "$out" || {
+			echo "lab: the summary does not show both directors serving and every connection surviving" >&2
+			rc=1
+		}
+	fi
+	rm -f "$out"
+	return "$rc"
+}
+
 stage_fuzz() {
 	log "fuzz ($FUZZTIME per target)"
 	local pkg target
@@ -91,7 +113,7 @@ stage_fuzz() {
 }
 
 stages=("$@")
-((${#stages[@]})) || stages=(deps lint unit scenarios vm fuzz)
+((${#stages[@]})) || stages=(deps lint unit scenarios vm lab fuzz)
 start=$SECONDS
 for s in "${stages[@]}"; do
 	"stage_$s"

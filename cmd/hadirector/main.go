@@ -25,7 +25,7 @@ Usage:
   hadirector enable  SERVICE REAL                  undo drain and set-weight
   hadirector set-weight SERVICE REAL WEIGHT        override a real server's weight until enable
   hadirector version                               print the version
-  hadirector lab     [--hold DURATION]             run a whole cluster on this machine, in namespaces
+  hadirector lab     [up|status|fail|down]         the whole cluster and a failover on this machine, in namespaces
 
 Run 'hadirector COMMAND -h' for a command's flags.
 `

@@ -134,7 +134,8 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	for _, args := range [][]string{{}, {"frobnicate"}, {"check", "--nope"}, {"check", "extra-arg"}, {"run", "--log-format", "xml"}} {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"check", "--nope"}, {"check", "extra-arg"}, {"run", "--log-format", "xml"},
+		{"lab", "explode"}, {"lab", "up", "extra"}, {"lab", "--conns"}} {
 		if r := runBinary(t, nil, args...); r.code != 2 {
 			t.Errorf("%v: exit code %d, want 2 (usage)\n%s", args, r.code, r.stderr)
 		}

@@ -33,7 +33,7 @@ type Bed struct {
 	SorryNode *netlab.Node       // "sorry", or nil
 	Servers   map[string]*Server // by node name (rsN, sorry); empty with NoServers
 
-	tb      testing.TB
+	tb      testing.TB // nil when built by Build
 	http    *httpClient
 	kmu     sync.Mutex
 	kernels map[string]*ipvs.Kernel // by node name, opened on first use
@@ -50,28 +50,49 @@ type Bed struct {
 // [Bed.Ipvsadm]).
 func New(tb testing.TB, o Options) *Bed {
 	tb.Helper()
+	lab := netlab.NewForTest(tb, LabPrefix)
+	b, err := Build(lab, o)
+	if err != nil {
+		tb.Fatalf("lvs: %v", err)
+	}
+	b.tb = tb
+	tb.Cleanup(b.Close) // before the lab goes (Cleanup is LIFO)
+	return b
+}
+
+// Build is New outside a test (hadirector lab): it builds the bed for o in
+// lab, which the caller owns and closes, and starts the real servers'
+// programs. Close stops them; a failure half-way stops what was started.
+func Build(lab *netlab.Lab, o Options) (*Bed, error) {
 	if err := o.validate(); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	o = o.withDefaults()
-	lab := netlab.NewForTest(tb, LabPrefix)
-	b := &Bed{Options: o, Lab: lab, Servers: map[string]*Server{}, tb: tb, kernels: map[string]*ipvs.Kernel{}}
+	b := &Bed{Options: o, Lab: lab, Servers: map[string]*Server{}, kernels: map[string]*ipvs.Kernel{}}
 	if err := b.build(); err != nil {
-		tb.Fatalf("lvs: building the %s bed: %v", o.Mode, err)
+		return nil, fmt.Errorf("lvs: building the %s bed: %w", o.Mode, err)
 	}
 	b.http = newHTTPClient(b.Client)
-	tb.Cleanup(b.closeKernels) // before the lab goes (Cleanup is LIFO)
 	if !o.NoServers {
 		for _, n := range b.serverNodes() {
 			s, err := StartServer(n, n.Name(), HTTPPort, EchoPort)
 			if err != nil {
-				tb.Fatalf("lvs: %v", err)
+				b.Close()
+				return nil, fmt.Errorf("lvs: %w", err)
 			}
 			b.Servers[n.Name()] = s
-			tb.Cleanup(s.Close)
 		}
 	}
-	return b
+	return b, nil
+}
+
+// Close stops the servers' programs and closes the IPVS handles; the
+// namespaces are the lab's to remove.
+func (b *Bed) Close() {
+	for _, s := range b.Servers {
+		s.Close()
+	}
+	b.closeKernels()
 }
 
 func (b *Bed) serverNodes() []*netlab.Node {
@@ -190,10 +211,10 @@ func (b *Bed) LB1() *netlab.Node { return b.LBs[0] }
 func (b *Bed) Node(name string) *netlab.Node { return b.Lab.Node(name) }
 
 // Server returns the server running in node name (rsN or sorry); it fails
-// the test if there is none.
+// the test if there is none (outside a test it returns nil).
 func (b *Bed) Server(name string) *Server {
 	s := b.Servers[name]
-	if s == nil {
+	if s == nil && b.tb != nil {
 		b.tb.Helper()
 		b.tb.Fatalf("lvs: no server %q in this bed", name)
 	}

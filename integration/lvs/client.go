@@ -187,10 +187,11 @@ type Stream struct {
 
 // StreamReport is what a Stream saw.
 type StreamReport struct {
-	Sent     int      // lines written on established connections
-	Answered int      // correct answers
-	Servers  []string // the server of each connection, in order (one per (re)connection)
-	Breaks   []Break
+	Sent       int       // lines written on established connections
+	Answered   int       // correct answers
+	LastAnswer time.Time // of the latest correct answer
+	Servers    []string  // the server of each connection, in order (one per (re)connection)
+	Breaks     []Break
 }
 
 // Break is one broken connection.
@@ -229,8 +230,16 @@ func (b *Bed) StartStream(ctx context.Context, addr string, every time.Duration)
 
 // StartStream is Bed.StartStream from any node.
 func StartStream(ctx context.Context, node *netlab.Node, addr string, every time.Duration) (*Stream, error) {
+	return startStream(ctx, node, addr, every, 0)
+}
+
+// startStream: replyTO 0 means max(RequestTimeout, 4×every).
+func startStream(ctx context.Context, node *netlab.Node, addr string, every, replyTO time.Duration) (*Stream, error) {
+	if replyTO <= 0 {
+		replyTO = max(RequestTimeout, 4*every)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Stream{node: node, addr: addr, every: every, replyTO: max(RequestTimeout, 4*every), cancel: cancel, done: make(chan struct{})}
+	s := &Stream{node: node, addr: addr, every: every, replyTO: replyTO, cancel: cancel, done: make(chan struct{})}
 	c, r, err := s.connect(ctx, 1)
 	if err != nil {
 		cancel()
@@ -257,6 +266,7 @@ func (s *Stream) connect(ctx context.Context, seq int) (net.Conn, *bufio.Reader,
 	s.mu.Lock()
 	s.rep.Sent++
 	s.rep.Answered++
+	s.rep.LastAnswer = time.Now()
 	s.rep.Servers = append(s.rep.Servers, name)
 	if !s.brokenAt.IsZero() {
 		s.rep.Breaks[len(s.rep.Breaks)-1].Outage = time.Since(s.brokenAt)
@@ -328,6 +338,7 @@ func (s *Stream) run(ctx context.Context, c net.Conn, r *bufio.Reader) {
 		s.rep.Sent++
 		if err == nil {
 			s.rep.Answered++
+			s.rep.LastAnswer = time.Now()
 			s.mu.Unlock()
 			continue
 		}
@@ -355,4 +366,70 @@ func (s *Stream) Stop() StreamReport {
 	s.cancel()
 	<-s.done
 	return s.Report()
+}
+
+// OpenStreams opens n Streams from the client to addr, a few at a time,
+// each sending a line every interval and waiting replyTimeout for each
+// answer before it counts the connection as broken (0: the default,
+// max(RequestTimeout, 4×every)). A stream that fails to open is tried
+// twice more: under an emulated CPU shared with other work a handshake
+// can miss RequestTimeout, and what these streams are for is what happens
+// to them once open. If one still fails, it stops those it opened and
+// returns the first error.
+func (b *Bed) OpenStreams(ctx context.Context, addr string, n int, every, replyTimeout time.Duration) ([]*Stream, error) {
+	var (
+		mu       sync.Mutex
+		streams  []*Stream
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, 32)
+	for range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := startStream(ctx, b.Client, addr, every, replyTimeout)
+			for try := 1; err != nil && try < 3 && ctx.Err() == nil; try++ {
+				s, err = startStream(ctx, b.Client, addr, every, replyTimeout)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			streams = append(streams, s)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		StopStreams(streams)
+		return nil, firstErr
+	}
+	return streams, nil
+}
+
+// StopStreams stops every stream and returns their reports.
+func StopStreams(streams []*Stream) []StreamReport {
+	out := make([]StreamReport, 0, len(streams))
+	for _, s := range streams {
+		out = append(out, s.Stop())
+	}
+	return out
+}
+
+// BreakReason reduces a Break's error to a short class: reset, timeout,
+// eof, refused, or the error itself.
+func BreakReason(err error) string {
+	s := fmt.Sprint(err)
+	for _, r := range []string{"reset", "timeout", "EOF", "refused"} {
+		if strings.Contains(s, r) {
+			return strings.ToLower(r)
+		}
+	}
+	return s
 }

@@ -48,20 +48,9 @@ func (b *Bed) StartDaemon(ctx context.Context, tb testing.TB, director *netlab.N
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	d := &Daemon{
-		Node:   director,
-		Bin:    bin,
-		Config: filepath.Join(dir, "cluster.toml"),
-		Socket: filepath.Join(dir, "control.sock"),
-		out:    &syncBuffer{},
-	}
-	if err := d.WriteConfig(config); err != nil {
-		tb.Fatal(err)
-	}
-	cmd := director.Command(context.WithoutCancel(ctx), bin, "run", "--config", d.Config, "--node", director.Name(), "--socket", d.Socket, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = d.out, d.out
-	if d.Proc, err = director.StartCmd(cmd); err != nil {
-		tb.Fatalf("lvs: starting the daemon in %s: %v", director.Name(), err)
+	d, err := LaunchDaemon(ctx, director, bin, dir, config, "--log-level", "debug")
+	if err != nil {
+		tb.Fatalf("lvs: %v", err)
 	}
 	tb.Cleanup(func() {
 		if err := d.Stop(5 * time.Second); err != nil {
@@ -75,6 +64,34 @@ func (b *Bed) StartDaemon(ctx context.Context, tb testing.TB, director *netlab.N
 		tb.Fatalf("lvs: the daemon in %s did not answer: %v\nconfig:\n%s", director.Name(), err, config) // its output: logged by the Cleanup above
 	}
 	return d
+}
+
+// LaunchDaemon writes config to dir/cluster.toml and starts
+//
+//	BIN run --config DIR/cluster.toml --node NODE --socket DIR/control.sock ARGS...
+//
+// in the director's namespace, without waiting for it to answer (see
+// WaitStatus). Its output is kept (Output). The lab stops it when it
+// closes; ctx's end does not (a test's context ends before its cleanup).
+func LaunchDaemon(ctx context.Context, director *netlab.Node, bin, dir, config string, args ...string) (*Daemon, error) {
+	d := &Daemon{
+		Node:   director,
+		Bin:    bin,
+		Config: filepath.Join(dir, "cluster.toml"),
+		Socket: filepath.Join(dir, "control.sock"),
+		out:    &syncBuffer{},
+	}
+	if err := d.WriteConfig(config); err != nil {
+		return nil, err
+	}
+	argv := append([]string{"run", "--config", d.Config, "--node", director.Name(), "--socket", d.Socket}, args...)
+	cmd := director.Command(context.WithoutCancel(ctx), bin, argv...)
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	var err error
+	if d.Proc, err = director.StartCmd(cmd); err != nil {
+		return nil, fmt.Errorf("starting the daemon in %s: %w", director.Name(), err)
+	}
+	return d, nil
 }
 
 // WriteConfig replaces the cluster file (for a reload: then call Reload).

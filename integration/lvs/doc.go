@@ -18,6 +18,9 @@
 //   - the VM conventions of these tests ([InVM], [NeedIPVS],
 //     [DaemonBinary]).
 //
+// [Build] and [LaunchDaemon] do what [New] and [Bed.StartDaemon] do without
+// a test: `hadirector lab` (integration/lab) runs its failover on this bed.
+//
 // It owns nothing outside the lab's namespaces: the caller's (root)
 // namespace is left alone, and everything is removed when the test ends,
 // also when it fails (netlab's Cleanup).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,7 +61,7 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 			// finds most new connections missing without the gate.
 			const every = 500 * time.Millisecond
 			old := openStreams(ctx, t, b, nOld, every)
-			defer stopAll(old)
+			defer lvs.StopStreams(old)
 			time.Sleep(4 * time.Second) // older than the sync window: lb2 has them
 			// lb2's passive decoder heard lb1's sync messages, and lb2 holds
 			// lb1's state and programs its verdicts.
@@ -82,7 +81,7 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			fresh := openStreams(ctx, t, b, nNew, every)
-			defer stopAll(fresh)
+			defer lvs.StopStreams(fresh)
 			time.Sleep(time.Second)
 			t.Logf("lb1 (away) holds %d connections, lb2 %d", conns(ctx, t, b, 0), conns(ctx, t, b, 1))
 
@@ -134,39 +133,11 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 // openStreams opens n long-lived connections through the echo service.
 func openStreams(ctx context.Context, t *testing.T, b *lvs.Bed, n int, every time.Duration) []*lvs.Stream {
 	t.Helper()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var firstErr error
-	streams := make([]*lvs.Stream, 0, n)
-	sem := make(chan struct{}, 32)
-	for range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s, err := b.StartStream(ctx, b.VIPPort(lvs.EchoPort), every)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				firstErr = err
-				return
-			}
-			streams = append(streams, s)
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		stopAll(streams)
-		t.Fatalf("opening %d connections: %v", n, firstErr)
+	streams, err := b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), n, every, 0)
+	if err != nil {
+		t.Fatalf("opening %d connections: %v", n, err)
 	}
 	return streams
-}
-
-func stopAll(ss []*lvs.Stream) {
-	for _, s := range ss {
-		s.Stop()
-	}
 }
 
 // breaks counts the streams that broke, by reason.
@@ -175,7 +146,7 @@ func breaks(ss []*lvs.Stream) (int, map[string]int) {
 	for _, s := range ss {
 		if r := s.Report(); len(r.Breaks) > 0 {
 			n++
-			why[reason(r.Breaks[0].Err)]++
+			why[lvs.BreakReason(r.Breaks[0].Err)]++
 		}
 	}
 	return n, why

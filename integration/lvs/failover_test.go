@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,8 +70,11 @@ func TestFailoverKeepsConnections(t *testing.T) {
 
 			// N connections, one line a second each.
 			start := time.Now()
-			streams := openStreams(ctx, t, b, n, time.Second)
-			defer stopAll(streams)
+			streams, err := b.OpenStreams(ctx, b.VIPPort(lvs.EchoPort), n, time.Second, 0)
+			if err != nil {
+				t.Fatalf("opening %d connections: %v", n, err)
+			}
+			defer lvs.StopStreams(streams)
 			t.Logf("%d connections open in %v", n, time.Since(start).Round(time.Millisecond))
 			// Older than the sync window: the kernel sends a lone entry 2–3 s
 			// after it is queued.
@@ -109,7 +111,7 @@ func TestFailoverKeepsConnections(t *testing.T) {
 				answered += r.Answered
 				if len(r.Breaks) > 0 {
 					broken++
-					reasons[reason(r.Breaks[0].Err)]++
+					reasons[lvs.BreakReason(r.Breaks[0].Err)]++
 				}
 			}
 			survived := float64(n-broken) / float64(n)
@@ -137,26 +139,10 @@ func echoKey(b *lvs.Bed) ipvs.ServiceKey {
 // conns counts the IPVS connection entries of director i (ipvsadm -Lnc).
 func conns(ctx context.Context, t *testing.T, b *lvs.Bed, i int) int {
 	t.Helper()
-	out, err := lvs.Ipvsadm(ctx, b.LBs[i], "-Lnc")
+	n, err := lvs.Established(ctx, b.LBs[i])
 	if err != nil {
-		t.Logf("ipvsadm -Lnc on lb%d: %v", i+1, err)
+		t.Logf("lb%d: %v", i+1, err)
 		return -1
 	}
-	return strings.Count(out, "ESTABLISHED")
-}
-
-// reason reduces an error to a short class: reset, timeout, eof, ...
-func reason(err error) string {
-	s := fmt.Sprint(err)
-	switch {
-	case strings.Contains(s, "reset"):
-		return "reset"
-	case strings.Contains(s, "timeout"):
-		return "timeout"
-	case strings.Contains(s, "EOF"):
-		return "eof"
-	case strings.Contains(s, "refused"):
-		return "refused"
-	}
-	return s
+	return n
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 
 	"github.com/hadirector/hadirector/integration/netlab"
 	"github.com/hadirector/hadirector/internal/ipvs"
@@ -64,4 +66,58 @@ func (b *Bed) closeKernels() {
 		_ = k.Close()
 		delete(b.kernels, name)
 	}
+}
+
+// ServiceKey is the key of the bed's TCP service VIP:port in IPVS.
+func (o Options) ServiceKey(port int) ipvs.ServiceKey {
+	return ipvs.Service{Protocol: ipvs.TCP, Addr: netip.MustParseAddrPort(o.VIPPort(port))}.Key()
+}
+
+// Weights reads the kernel's weights of a service's destinations on the
+// director, by address (absent destinations are missing from the map; a
+// service that is not there gives an error).
+func (b *Bed) Weights(director *netlab.Node, key ipvs.ServiceKey) (map[netip.AddrPort]int, error) {
+	k, err := b.Kernel(director)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := k.Destinations(key.Service())
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.AddrPort]int{}
+	for _, d := range ds {
+		out[d.Addr] = d.Weight
+	}
+	return out, nil
+}
+
+// Scheduled is how many connections the director's IPVS has given each real
+// server of a service since it was added (ipvsadm -Ln --stats), by server
+// name: the proof of which director served the clients.
+func (b *Bed) Scheduled(director *netlab.Node, key ipvs.ServiceKey) (map[string]int, error) {
+	k, err := b.Kernel(director)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := k.Counters(key.Service())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for i, name := range b.RealNames() {
+		out[name] = int(cs[netip.AddrPortFrom(b.RealAddr(i+1), key.Service().Addr.Port())].Total)
+	}
+	return out, nil
+}
+
+// Established counts the director's IPVS connection entries in state
+// ESTABLISHED (ipvsadm -Lnc): on a backup, the connections it learnt
+// through connection sync.
+func Established(ctx context.Context, director *netlab.Node) (int, error) {
+	out, err := Ipvsadm(ctx, director, "-Lnc")
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(out, "ESTABLISHED"), nil
 }

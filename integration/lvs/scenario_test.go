@@ -42,19 +42,11 @@ func weights(t *testing.T, b *lvs.Bed, key ipvs.ServiceKey) map[netip.AddrPort]i
 
 func weightsOn(t *testing.T, b *lvs.Bed, director *netlab.Node, key ipvs.ServiceKey) map[netip.AddrPort]int {
 	t.Helper()
-	k, err := b.Kernel(director)
-	if err != nil {
+	if _, err := b.Kernel(director); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := k.Destinations(key.Service())
-	if err != nil {
-		return nil
-	}
-	out := map[netip.AddrPort]int{}
-	for _, d := range ds {
-		out[d.Addr] = d.Weight
-	}
-	return out
+	w, _ := b.Weights(director, key) // nil while the service is not there yet
+	return w
 }
 
 // waitWeights polls the kernel until ok accepts the weights; it returns

@@ -69,6 +69,9 @@ RUN=$(mktemp -d "$WORK/run.XXXXXX")
 qpid="" tpid="" apid=""
 # shellcheck disable=SC2317 # invoked from the EXIT trap
 cleanup() {
+	# A second signal (Ctrl-C reaches us and our caller, who passes on a
+	# SIGTERM) must not cut the cleanup short and leave qemu, tail or awk.
+	trap '' INT TERM QUIT HUP
 	for p in $qpid $tpid $apid; do kill "$p" 2>/dev/null || true; done
 	((KEEP)) || rm -rf "$RUN"
 }

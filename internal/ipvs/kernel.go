@@ -332,9 +332,12 @@ func (k *Kernel) Destinations(s Service) ([]Destination, error) {
 	return out, nil
 }
 
-// Conns are a destination's connection counters, as ipvsadm -Ln shows them.
+// Conns are a destination's connection counters, as ipvsadm -Ln shows them;
+// Total is the connections it was given since it was added (ipvsadm -Ln
+// --stats), which tells whether this director scheduled any.
 type Conns struct {
 	Active, Inactive uint32
+	Total            uint32
 }
 
 // Counters returns the connection counters of service s's destinations,
@@ -350,7 +353,7 @@ func (k *Kernel) Counters(s Service) (map[netip.AddrPort]Conns, error) {
 		if err != nil {
 			continue
 		}
-		out[d.Addr] = Conns{Active: uint32(md.ActiveConnections), Inactive: uint32(md.InactiveConnections)}
+		out[d.Addr] = Conns{Active: uint32(md.ActiveConnections), Inactive: uint32(md.InactiveConnections), Total: md.Stats.Connections}
 	}
 	return out, nil
 }
