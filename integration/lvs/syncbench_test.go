@@ -27,54 +27,62 @@ import (
 // backup, with the kernel's default sync sysctls and with the profile
 // hadirector recommends, at 1 000 and 10 000 connections.
 //
-//	HADIRECTOR_BENCH=1 HADIRECTOR_VM_ENV="HADIRECTOR_BENCH HADIRECTOR_BENCH_CONNS" HADIRECTOR_VM_MEM=2048 \
+//	HADIRECTOR_BENCH=1 HADIRECTOR_VM_MEM=2048 \
+//	  HADIRECTOR_VM_ENV="HADIRECTOR_BENCH HADIRECTOR_BENCH_CONNS HADIRECTOR_BENCH_RATE" \
 //	  integration/lvs/vmtest.sh -run TestBenchSync -timeout 20m
 //
 // Bed: DR, two real hadirector directors with [sync] (both sync roles on
-// both, as TestFailoverKeepsConnections), lb1 MASTER, lb2 BACKUP. The client
-// opens N TCP connections to VIP:echo (16 at a time); every other one is
-// "active": right after connect() it exchanges three numbered lines, and
-// once more 11 s after all are open; the others are "idle": the handshake,
-// then nothing. All stay open until the end.
+// both, as in TestFailoverKeepsConnections), lb1 MASTER, lb2 BACKUP. The
+// client opens N TCP connections to VIP:echo, 100 a second (16 at a time);
+// every other one is "active": right after connect() it exchanges three
+// numbered lines, and one more 11 s after all are open; the others are
+// "idle": the handshake, then nothing (TCP keep-alive is off at both
+// ends: its probes would be traffic). All stay open until the end.
 //
 // Lag of a connection: from the moment the client's connect() returned (the
-// handshake's ACK, the 2nd inbound packet, has been sent; an active
-// connection writes its first line, the 3rd inbound packet, right after)
-// until lb2's /proc/net/ip_vs_conn_sync first lists its tuple with origin
-// SYNC. That table is polled from a file opened in lb2's namespace, 5 ms
-// after the end of each read; the time taken is the end of the read that
-// first saw the entry, so each lag is an upper bound, late by at most the
-// poll resolution printed (from the start of the previous read). The
-// "wire" lag is the same up to the moment a socket in lb2 beside the
-// kernel's backup socket received the first sync datagram carrying the
-// entry (no polling).
+// handshake's ACK, the 2nd inbound packet at the director, has been sent;
+// an active connection writes its first line, the 3rd, right after) until
+// lb2's /proc/net/ip_vs_conn_sync first lists its tuple with origin SYNC.
+// That table is polled from a file opened in lb2's namespace, 5 ms after
+// the end of each read (or twice the read's time, if longer); the time
+// taken is the end of the read that first saw the entry, so each lag is an
+// upper bound, late by at most the poll resolution printed (from the start
+// of the previous read). The "wire" lag runs to the moment a socket in lb2
+// beside the kernel's backup socket received the first sync datagram
+// carrying the entry (no polling).
 //
 // Coverage: lb2's synced ESTABLISHED entries for the client's connections
 // ÷ lb1's, at 1 s and 5 s after the last connection is open, and 4 s after
 // the active connections' late line (sent past a 10 s refresh period).
 //
-// HADIRECTOR_BENCH_CONNS overrides the sizes ("1000,10000"). The test raises
+// HADIRECTOR_BENCH_CONNS overrides the sizes ("1000,10000"),
+// HADIRECTOR_BENCH_RATE the connections a second. The test raises
 // RLIMIT_NOFILE to 2 N + 1024: the client's and the echo servers' ends of
-// every connection live in this process.
+// every connection are in this process.
 func TestBenchSync(t *testing.T) {
-	if os.Getenv("HADIRECTOR_BENCH") == "" {
-		t.Skip("benchmark: set HADIRECTOR_BENCH=1")
-	}
-	lvs.NeedIPVS(t)
-	lvs.DaemonBinary(t)
+	needBench(t)
 	sizes := []int{1000, 10000}
+	var err error
 	if v := os.Getenv("HADIRECTOR_BENCH_CONNS"); v != "" {
 		sizes = nil
 		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
+			var n int
+			n, err = strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n < 2 || n > 20000 {
 				t.Fatalf("HADIRECTOR_BENCH_CONNS=%q: want sizes 2-20000, comma-separated", v)
 			}
 			sizes = append(sizes, n)
 		}
 	}
+	rate := 100
+	if v := os.Getenv("HADIRECTOR_BENCH_RATE"); v != "" {
+		if rate, err = strconv.Atoi(v); err != nil || rate < 1 {
+			t.Fatalf("HADIRECTOR_BENCH_RATE=%q: want connections a second", v)
+		}
+	}
 	was, nofile, err := raiseNoFile(uint64(2*slices.Max(sizes) + 1024))
-	fmt.Printf("sync bench: %d CPU, %s, RLIMIT_NOFILE %d → %d (%v)\n", runtime.NumCPU(), memTotal(), was, nofile, err)
+	fmt.Printf("sync bench: %d CPU, %s, RLIMIT_NOFILE %d → %d (%v), opening %d connections a second\n",
+		runtime.NumCPU(), memInfo("MemTotal"), was, nofile, err, rate)
 
 	var rows []syncRow
 	for _, n := range sizes {
@@ -83,7 +91,7 @@ func TestBenchSync(t *testing.T) {
 				if need := uint64(2*n + 256); nofile < need {
 					t.Fatalf("RLIMIT_NOFILE is %d, %d connections need %d (both ends are in this process): %v", nofile, n, need, err)
 				}
-				rows = append(rows, benchSync(t, n, s)...)
+				rows = append(rows, benchSync(t, n, rate, s)...)
 			})
 		}
 	}
@@ -104,6 +112,16 @@ var syncSettings = []syncSetting{
 		map[string]string{"sync_threshold": "0 0", "sync_refresh_period": "10", "sync_retries": "1"}},
 }
 
+// The pause between two reads of lb2's table: pollEvery, or twice the
+// read's time if longer (so the poller takes at most a third of the VM's
+// one CPU: a read of 10 000 entries takes 10-20 ms there), but never more
+// than pollMax (a read stalled by the host must not stretch the next
+// pause).
+const (
+	pollEvery = 5 * time.Millisecond
+	pollMax   = 40 * time.Millisecond
+)
+
 // Connection classes.
 const (
 	active = 1
@@ -123,6 +141,7 @@ type syncRow struct {
 	conns   int
 	lag     []time.Duration // table lag of those seen
 	wire    []time.Duration // wire lag of those seen
+	behind  []time.Duration // table − wire, of those seen by both
 	cover   []float64       // per checkpoint, lb2 ÷ lb1
 	run     *syncRun
 }
@@ -140,6 +159,7 @@ type syncRun struct {
 	decodeErrs int64
 	waveFor    time.Duration
 	lb1        []int // lb1's entries per checkpoint
+	memAvail   string
 }
 
 // benchConn is one client connection.
@@ -151,14 +171,22 @@ type benchConn struct {
 	firstWrite time.Duration // active: the first line written
 }
 
-func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
+func benchSync(t *testing.T, n, rate int, s syncSetting) []syncRow {
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	b := lvs.New(t, lvs.Options{Mode: lvs.DR, Directors: 2})
 	for _, srv := range b.Servers {
 		srv.SetKeepAlive(false)
 	}
-	startPair(ctx, t, b, "[sync]\ninterface = \"eth0\"\n"+s.keys)
+	// Adverts every 2 s: the master-down interval (~6.6 s) rides out the
+	// stalls of an emulated VM under this load (with 100 ms adverts lb2
+	// took the VIP now and then, and the client's connections went to it).
+	_, d2 := startPair(ctx, t, b, lvs.ConfigOptions{AdvertInterval: "2s", Extra: "[sync]\ninterface = \"eth0\"\n" + s.keys})
+	defer func() {
+		if strings.Contains(d2.Output(), "to=MASTER") {
+			t.Errorf("lb2 was MASTER during the run (VRRP adverts missed under load): the figures are void")
+		}
+	}()
 	for _, lb := range b.LBs {
 		for k, want := range s.wants {
 			got, err := lb.ReadSysctl("net.ipv4.vs." + k)
@@ -217,7 +245,7 @@ func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
 			run.reads = append(run.reads, t1-t0)
 			run.maxEntries = max(run.maxEntries, k)
 			prevStart = t0
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(min(max(pollEvery, 2*(t1-t0)), pollMax))
 		}
 	}()
 
@@ -259,7 +287,7 @@ func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
 	defer stopWatch()
 
 	// The connections.
-	conns, failed, firstErr := openConns(ctx, b, vip, n, since)
+	conns, failed, firstErr := openConns(ctx, b, vip, n, rate, since)
 	defer func() {
 		for _, c := range conns {
 			c.c.Close()
@@ -282,6 +310,7 @@ func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
 		}
 	}
 	run.firstWrite = pct(fw, 0.5)
+	run.memAvail = memInfo("MemAvailable")
 	t.Logf("%d connections open in %v (%.0f/s)", len(conns), up.Round(time.Millisecond), float64(len(conns))/up.Seconds())
 
 	// Coverage at the checkpoints.
@@ -333,6 +362,9 @@ func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
 			}
 			if v := wireSeen[c.port]; v != 0 {
 				r.wire = append(r.wire, v-c.connected)
+				if u := tableSeen[c.port]; u != 0 {
+					r.behind = append(r.behind, u-v)
+				}
 			}
 		}
 		for i := range checkpoints {
@@ -343,9 +375,10 @@ func benchSync(t *testing.T, n int, s syncSetting) []syncRow {
 	return rows
 }
 
-// openConns opens n connections from the client to vip, 16 at a time:
-// even ones active (three lines right after connect), odd ones idle.
-func openConns(ctx context.Context, b *lvs.Bed, vip netip.AddrPort, n int, since func() time.Duration) (conns []*benchConn, failed int, firstErr error) {
+// openConns opens n connections from the client to vip, rate a second (at
+// most; 16 at a time): even ones active (three lines right after connect),
+// odd ones idle.
+func openConns(ctx context.Context, b *lvs.Bed, vip netip.AddrPort, n, rate int, since func() time.Duration) (conns []*benchConn, failed int, firstErr error) {
 	var mu sync.Mutex
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -367,8 +400,15 @@ func openConns(ctx context.Context, b *lvs.Bed, vip netip.AddrPort, n int, since
 			}
 		})
 	}
+	t0 := since()
 	for i := range n {
-		next <- i
+		if d := t0 + time.Duration(i)*time.Second/time.Duration(rate) - since(); d > 0 {
+			time.Sleep(d)
+		}
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
 	}
 	close(next)
 	wg.Wait()
@@ -477,7 +517,7 @@ func coverage(t *testing.T, lb1, lb2 *lvs.ConnTable, mine func(*lvs.ConnEntry) b
 	real := make([]netip.AddrPort, 1<<16)
 	var have, both [3]int
 	if _, err := lb1.Read(func(e *lvs.ConnEntry) {
-		if mine(e) && !e.Synced && e.State == "ESTABLISHED" {
+		if mine(e) && !e.Synced && e.State == "ESTABLISHED" && !real[e.Client.Port()].IsValid() {
 			real[e.Client.Port()] = e.Real
 			have[class[e.Client.Port()]]++
 			lb1n++
@@ -488,6 +528,7 @@ func coverage(t *testing.T, lb1, lb2 *lvs.ConnTable, mine func(*lvs.ConnEntry) b
 	if _, err := lb2.Read(func(e *lvs.ConnEntry) {
 		if mine(e) && e.Synced && e.State == "ESTABLISHED" && real[e.Client.Port()] == e.Real {
 			both[class[e.Client.Port()]]++
+			real[e.Client.Port()] = netip.AddrPort{} // once
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -529,8 +570,8 @@ func printSyncRows(rows []syncRow) {
 		return
 	}
 	fmt.Printf("\nsync lag: connect() returned → tuple first in lb2's /proc/net/ip_vs_conn_sync (SYNC); wire: → first sync datagram carrying it reached lb2\n")
-	fmt.Printf("| N | sysctls | class | conns | min | median | p90 | p99 | max | never seen | wire median | wire p99 |\n")
-	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| N | sysctls | class | conns | min | median | p90 | p99 | max | never seen | wire median | wire p99 | table − wire median |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		fmt.Printf("| %d | %s | %s | %d |", r.n, r.setting, className[r.class], r.conns)
 		if len(r.lag) == 0 {
@@ -542,9 +583,9 @@ func printSyncRows(rows []syncRow) {
 		}
 		fmt.Printf(" %d |", r.conns-len(r.lag))
 		if len(r.wire) == 0 {
-			fmt.Printf(" – | – |\n")
+			fmt.Printf(" – | – | – |\n")
 		} else {
-			fmt.Printf(" %s | %s |\n", ms(pct(r.wire, 0.5)), ms(pct(r.wire, 0.99)))
+			fmt.Printf(" %s | %s | %s |\n", ms(pct(r.wire, 0.5)), ms(pct(r.wire, 0.99)), ms(pct(r.behind, 0.5)))
 		}
 	}
 	fmt.Printf("\ncoverage: lb2's synced ÷ lb1's ESTABLISHED entries of the client's connections, after the last one opened\n")
@@ -563,11 +604,11 @@ func printSyncRows(rows []syncRow) {
 			continue
 		}
 		u := r.run
-		fmt.Printf("  %d %s: opened in %v (%.0f/s, %d failed), first line %s after connect() (median); table polls: resolution median %s, max %s, read median %s, up to %d entries; "+
-			"%d sync datagrams, %d entries, %d undecodable; late line on the active ones took %v; lb1 entries at checkpoints %v\n",
+		fmt.Printf("  %d %s: opened in %v (%.0f/s, %d failed), first line %s after connect() (median); table polls: resolution median %s, p99 %s, max %s, read median %s, max %s, up to %d entries; "+
+			"%d sync datagrams, %d entries, %d undecodable; late line on the active ones took %v; lb1 entries at checkpoints %v; %s with all open\n",
 			r.n, r.setting, u.openFor.Round(time.Millisecond), float64(r.n-u.failed)/u.openFor.Seconds(), u.failed, ms(u.firstWrite),
-			ms(pct(u.res, 0.5)), ms(pct(u.res, 1)), ms(pct(u.reads, 0.5)), u.maxEntries,
-			u.datagrams, u.entries, u.decodeErrs, u.waveFor.Round(time.Millisecond), u.lb1)
+			ms(pct(u.res, 0.5)), ms(pct(u.res, 0.99)), ms(pct(u.res, 1)), ms(pct(u.reads, 0.5)), ms(pct(u.reads, 1)), u.maxEntries,
+			u.datagrams, u.entries, u.decodeErrs, u.waveFor.Round(time.Millisecond), u.lb1, u.memAvail)
 	}
 }
 
@@ -593,12 +634,13 @@ func raiseNoFile(want uint64) (was, now uint64, err error) {
 	return was, r.Cur, err
 }
 
-// memTotal is the machine's MemTotal line, for the record.
-func memTotal() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "MemTotal unknown"
+// memInfo is the machine's /proc/meminfo line key, for the record.
+func memInfo(key string) string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for line := range strings.Lines(string(b)) {
+		if k, _, _ := strings.Cut(line, ":"); k == key {
+			return strings.Join(strings.Fields(line), " ")
+		}
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.Join(strings.Fields(line), " ")
+	return key + " unknown"
 }
