@@ -569,41 +569,72 @@ func printSyncRows(rows []syncRow) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Printf("\nsync lag: connect() returned → tuple first in lb2's /proc/net/ip_vs_conn_sync (SYNC); wire: → first sync datagram carrying it reached lb2\n")
-	fmt.Printf("| N | sysctls | class | conns | min | median | p90 | p99 | max | never seen | wire median | wire p99 | table − wire median |\n")
-	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, r := range rows {
-		fmt.Printf("| %d | %s | %s | %d |", r.n, r.setting, className[r.class], r.conns)
-		if len(r.lag) == 0 {
-			fmt.Printf(" – | – | – | – | – |")
-		} else {
-			for _, q := range []float64{0, 0.5, 0.9, 0.99, 1} {
-				fmt.Printf(" %s |", ms(pct(r.lag, q)))
-			}
+	// The rows of one run are adjacent (active, idle).
+	var runs [][]syncRow
+	for i, r := range rows {
+		if i == 0 || rows[i-1].run != r.run {
+			runs = append(runs, nil)
 		}
-		fmt.Printf(" %d |", r.conns-len(r.lag))
-		if len(r.wire) == 0 {
-			fmt.Printf(" – | – | – |\n")
-		} else {
-			fmt.Printf(" %s | %s | %s |\n", ms(pct(r.wire, 0.5)), ms(pct(r.wire, 0.99)), ms(pct(r.behind, 0.5)))
-		}
+		runs[len(runs)-1] = append(runs[len(runs)-1], r)
 	}
-	fmt.Printf("\ncoverage: lb2's synced ÷ lb1's ESTABLISHED entries of the client's connections, after the last one opened\n")
-	fmt.Printf("| N | sysctls | class | +1 s | +5 s | after a line past the refresh period |\n")
-	fmt.Printf("| --- | --- | --- | --- | --- | --- |\n")
-	for _, r := range rows {
-		fmt.Printf("| %d | %s | %s |", r.n, r.setting, className[r.class])
-		for _, c := range r.cover {
-			fmt.Printf(" %.2f %% |", 100*c)
+	lagCells := func(lag []time.Duration) string {
+		if len(lag) == 0 {
+			return "– | – | – | – | –"
+		}
+		var c []string
+		for _, q := range []float64{0, 0.5, 0.9, 0.99, 1} {
+			c = append(c, ms(pct(lag, q)))
+		}
+		return strings.Join(c, " | ")
+	}
+	wireCells := func(wire []time.Duration) string {
+		if len(wire) == 0 {
+			return "– | –"
+		}
+		return ms(pct(wire, 0.5)) + " | " + ms(pct(wire, 0.99))
+	}
+
+	fmt.Printf("\nIPVS connection sync, lb1 → lb2 (DR, half the connections active, half idle)\n")
+	fmt.Printf("lag: connect() returned → the tuple first listed (origin SYNC) in lb2's /proc/net/ip_vs_conn_sync, polled (an upper bound, late by up to the poll resolution);\n")
+	fmt.Printf("wire: → the first sync datagram carrying it reached a socket in lb2; coverage: lb2's synced ÷ lb1's ESTABLISHED entries, active / idle connections\n")
+	fmt.Printf("| N | sysctls | opened | lag min | median | p90 | p99 | max | never seen | poll resolution median / p99 | wire median | wire p99 | coverage +1 s | +5 s | after a line past the refresh period |\n")
+	fmt.Printf("|%s\n", strings.Repeat(" --- |", 15))
+	for _, rs := range runs {
+		r, u := rs[0], rs[0].run
+		var lag, wire []time.Duration
+		never := 0
+		for _, x := range rs {
+			lag = append(lag, x.lag...)
+			wire = append(wire, x.wire...)
+			never += x.conns - len(x.lag)
+		}
+		fmt.Printf("| %d | %s | %.0f/s | %s | %d | %s / %s | %s |", r.n, r.setting, float64(r.n-u.failed)/u.openFor.Seconds(),
+			lagCells(lag), never, ms(pct(u.res, 0.5)), ms(pct(u.res, 0.99)), wireCells(wire))
+		for i := range checkpoints {
+			var c []string
+			for _, x := range rs {
+				c = append(c, fmt.Sprintf("%.2f", 100*x.cover[i]))
+			}
+			fmt.Printf(" %s %% |", strings.Join(c, " / "))
 		}
 		fmt.Println()
 	}
-	fmt.Printf("\nruns:\n")
-	for i, r := range rows {
-		if i > 0 && rows[i-1].run == r.run {
-			continue
+
+	fmt.Printf("\nby class\n")
+	fmt.Printf("| N | sysctls | class | conns | lag min | median | p90 | p99 | max | never seen | wire median | wire p99 | table − wire median |\n")
+	fmt.Printf("|%s\n", strings.Repeat(" --- |", 13))
+	for _, r := range rows {
+		behind := "–"
+		if len(r.behind) > 0 {
+			behind = ms(pct(r.behind, 0.5))
 		}
-		u := r.run
+		fmt.Printf("| %d | %s | %s | %d | %s | %d | %s | %s |\n", r.n, r.setting, className[r.class], r.conns,
+			lagCells(r.lag), r.conns-len(r.lag), wireCells(r.wire), behind)
+	}
+
+	fmt.Printf("\nruns:\n")
+	for _, rs := range runs {
+		r, u := rs[0], rs[0].run
 		fmt.Printf("  %d %s: opened in %v (%.0f/s, %d failed), first line %s after connect() (median); table polls: resolution median %s, p99 %s, max %s, read median %s, max %s, up to %d entries; "+
 			"%d sync datagrams, %d entries, %d undecodable; late line on the active ones took %v; lb1 entries at checkpoints %v; %s with all open\n",
 			r.n, r.setting, u.openFor.Round(time.Millisecond), float64(r.n-u.failed)/u.openFor.Seconds(), u.failed, ms(u.firstWrite),
