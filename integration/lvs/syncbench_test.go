@@ -158,7 +158,8 @@ type syncRun struct {
 	entries    int64
 	decodeErrs int64
 	waveFor    time.Duration
-	lb1        []int // lb1's entries per checkpoint
+	lb1        []int           // lb1's entries per checkpoint
+	at         []time.Duration // when each checkpoint began, after the last connection opened
 	memAvail   string
 }
 
@@ -326,10 +327,11 @@ func benchSync(t *testing.T, n, rate int, s syncSetting) []syncRow {
 	defer lb2Tab.Close()
 	cover := make([][3]float64, len(checkpoints)) // [class]
 	at := func(i int) {
+		run.at = append(run.at, since()-up)
 		c, lb1n := coverage(t, lb1Tab, lb2Tab, mine, class)
 		cover[i] = c
 		run.lb1 = append(run.lb1, lb1n)
-		t.Logf("%s: lb1 %d entries; coverage active %.2f %%, idle %.2f %%", checkpoints[i], lb1n, 100*c[active], 100*c[idle])
+		t.Logf("%s (+%v): lb1 %d entries; coverage active %.2f %%, idle %.2f %%", checkpoints[i], run.at[i].Round(time.Millisecond), lb1n, 100*c[active], 100*c[idle])
 	}
 	sleepUntil(ctx, start, up+time.Second)
 	at(0)
@@ -509,26 +511,35 @@ func wave(ctx context.Context, conns []*benchConn, workers int) error {
 	return firstErr
 }
 
-// coverage reads lb1's and lb2's tables and returns, per class, the share
-// of lb1's ESTABLISHED entries of the client's connections that lb2 holds
-// as synced ESTABLISHED entries to the same real server; and lb1's count.
+// coverage reads lb2's table, then lb1's (which no longer changes once
+// every connection is open, so the snapshot is lb2's at the moment of its
+// read), and returns, per class, the share of lb1's ESTABLISHED entries of
+// the client's connections that lb2 holds as synced ESTABLISHED entries to
+// the same real server; and lb1's count.
 func coverage(t *testing.T, lb1, lb2 *lvs.ConnTable, mine func(*lvs.ConnEntry) bool, class []uint8) (share [3]float64, lb1n int) {
 	t.Helper()
-	real := make([]netip.AddrPort, 1<<16)
+	real := make([]netip.AddrPort, 1<<16) // lb2's, by client port
+	counted := make([]bool, 1<<16)
 	var have, both [3]int
-	if _, err := lb1.Read(func(e *lvs.ConnEntry) {
-		if mine(e) && !e.Synced && e.State == "ESTABLISHED" && !real[e.Client.Port()].IsValid() {
+	if _, err := lb2.Read(func(e *lvs.ConnEntry) {
+		if mine(e) && e.Synced && e.State == "ESTABLISHED" {
 			real[e.Client.Port()] = e.Real
-			have[class[e.Client.Port()]]++
-			lb1n++
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lb2.Read(func(e *lvs.ConnEntry) {
-		if mine(e) && e.Synced && e.State == "ESTABLISHED" && real[e.Client.Port()] == e.Real {
-			both[class[e.Client.Port()]]++
-			real[e.Client.Port()] = netip.AddrPort{} // once
+	if _, err := lb1.Read(func(e *lvs.ConnEntry) {
+		if mine(e) && !e.Synced && e.State == "ESTABLISHED" {
+			lb1n++
+			p := e.Client.Port()
+			if counted[p] {
+				return
+			}
+			counted[p] = true
+			have[class[p]]++
+			if real[p] == e.Real {
+				both[class[p]]++
+			}
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -636,11 +647,19 @@ func printSyncRows(rows []syncRow) {
 	for _, rs := range runs {
 		r, u := rs[0], rs[0].run
 		fmt.Printf("  %d %s: opened in %v (%.0f/s, %d failed), first line %s after connect() (median); table polls: resolution median %s, p99 %s, max %s, read median %s, max %s, up to %d entries; "+
-			"%d sync datagrams, %d entries, %d undecodable; late line on the active ones took %v; lb1 entries at checkpoints %v; %s with all open\n",
+			"%d sync datagrams, %d entries, %d undecodable; late line on the active ones took %v; checkpoints at +%v with lb1 entries %v; %s with all open\n",
 			r.n, r.setting, u.openFor.Round(time.Millisecond), float64(r.n-u.failed)/u.openFor.Seconds(), u.failed, ms(u.firstWrite),
 			ms(pct(u.res, 0.5)), ms(pct(u.res, 0.99)), ms(pct(u.res, 1)), ms(pct(u.reads, 0.5)), ms(pct(u.reads, 1)), u.maxEntries,
-			u.datagrams, u.entries, u.decodeErrs, u.waveFor.Round(time.Millisecond), u.lb1, u.memAvail)
+			u.datagrams, u.entries, u.decodeErrs, u.waveFor.Round(time.Millisecond), roundAll(u.at), u.lb1, u.memAvail)
 	}
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(10 * time.Millisecond)
+	}
+	return out
 }
 
 // raiseNoFile raises RLIMIT_NOFILE to want (the hard limit too, which root
