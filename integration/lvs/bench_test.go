@@ -13,6 +13,17 @@ import (
 	"github.com/hadirector/hadirector/integration/lvs"
 )
 
+// needBench skips a benchmark unless HADIRECTOR_BENCH is set (CI does not
+// run them); then it needs IPVS and the daemon, as the scenarios do.
+func needBench(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HADIRECTOR_BENCH") == "" {
+		t.Skip("benchmark: set HADIRECTOR_BENCH=1")
+	}
+	lvs.NeedIPVS(t)
+	lvs.DaemonBinary(t)
+}
+
 // TestBenchDetection is issue 4's benchmark 3: a real server fails → its
 // weight in the kernel's IPVS table changes, measured by polling the
 // kernel every millisecond from the moment of the failure. Two failures:
@@ -24,11 +35,7 @@ import (
 //
 // It runs in the VM (TCG, so every figure includes emulation overhead).
 func TestBenchDetection(t *testing.T) {
-	if os.Getenv("HADIRECTOR_BENCH") == "" {
-		t.Skip("benchmark: set HADIRECTOR_BENCH=1")
-	}
-	lvs.NeedIPVS(t)
-	lvs.DaemonBinary(t)
+	needBench(t)
 	runs := 30
 	if n, err := strconv.Atoi(os.Getenv("HADIRECTOR_BENCH_RUNS")); err == nil && n > 0 {
 		runs = n

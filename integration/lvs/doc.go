@@ -14,7 +14,9 @@
 //   - the client side ([Bed.Get], [Bed.Tally], [Bed.StartStream]);
 //   - the daemon under test in a director's namespace ([Bed.StartDaemon],
 //     [Daemon]) and its cluster file for the bed ([Bed.Config]);
-//   - access to the director's IPVS table ([Bed.Ipvsadm], [Bed.IPVSTable]);
+//   - access to the director's IPVS table ([Bed.Ipvsadm], [Bed.IPVSTable]),
+//     its connection table ([OpenConnTable]) and the sync datagrams it
+//     receives ([ListenSync]);
 //   - the VM conventions of these tests ([InVM], [NeedIPVS],
 //     [DaemonBinary]).
 //

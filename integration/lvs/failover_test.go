@@ -50,23 +50,7 @@ func TestFailoverKeepsConnections(t *testing.T) {
 			if tc.sync {
 				extra = "[sync]\ninterface = \"eth0\""
 			}
-			// Checks that hold under the load of a thousand connections in
-			// an emulated VM (100 ms timeouts flap there, and a service
-			// whose servers all look down refuses new connections).
-			cfg := b.Config(lvs.ConfigOptions{EchoService: true, Extra: extra,
-				Check:     "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3",
-				EchoCheck: "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"})
-			d1 := b.StartDaemon(ctx, t, b.LBs[0], cfg)
-			d2 := b.StartDaemon(ctx, t, b.LBs[1], cfg)
-			if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := d2.WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
-				t.Fatal(err)
-			}
-			for _, lb := range b.LBs {
-				waitWeightsOn(ctx, t, b, lb, echoKey(b), "the echo service up", allAt(b, lvs.EchoPort, 1))
-			}
+			d1, d2 := startPair(ctx, t, b, lvs.ConfigOptions{Extra: extra})
 
 			// N connections, one line a second each.
 			start := time.Now()
@@ -130,6 +114,32 @@ func TestFailoverKeepsConnections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startPair starts the daemon in lb1 and lb2 of a two-director bed with
+// the bed's cluster file shaped by c (e.g. Extra: a [sync] section) plus
+// the echo service and checks that hold under the load of thousands of
+// connections in an emulated VM (100 ms timeouts flap there, and a service
+// whose servers all look down refuses new connections). It returns once
+// lb1 is MASTER, lb2 BACKUP, and both have the echo service up.
+func startPair(ctx context.Context, t *testing.T, b *lvs.Bed, c lvs.ConfigOptions) (d1, d2 *lvs.Daemon) {
+	t.Helper()
+	c.EchoService = true
+	c.Check = "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
+	c.EchoCheck = "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
+	cfg := b.Config(c)
+	d1 = b.StartDaemon(ctx, t, b.LBs[0], cfg)
+	d2 = b.StartDaemon(ctx, t, b.LBs[1], cfg)
+	if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+		t.Fatal(err)
+	}
+	for _, lb := range b.LBs {
+		waitWeightsOn(ctx, t, b, lb, echoKey(b), "the echo service up", allAt(b, lvs.EchoPort, 1))
+	}
+	return d1, d2
 }
 
 func echoKey(b *lvs.Bed) ipvs.ServiceKey {

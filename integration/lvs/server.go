@@ -32,10 +32,11 @@ type Server struct {
 	node               *netlab.Node
 	httpPort, echoPort int
 
-	healthy    atomic.Bool
-	hits       atomic.Int64 // GET / answered
-	healthHits atomic.Int64 // GET /health answered, whatever the status
-	echoLines  atomic.Int64
+	healthy     atomic.Bool
+	noKeepAlive atomic.Bool
+	hits        atomic.Int64 // GET / answered
+	healthHits  atomic.Int64 // GET /health answered, whatever the status
+	echoLines   atomic.Int64
 
 	mu      sync.Mutex
 	running bool
@@ -75,6 +76,12 @@ func (s *Server) EchoLines() int64 { return s.echoLines.Load() }
 // SetHealthy makes /health answer 200 (true) or 503 (false), leaving /
 // and echo alone: a server that fails its check but still serves.
 func (s *Server) SetHealthy(ok bool) { s.healthy.Store(ok) }
+
+// SetKeepAlive turns TCP keep-alive probes (Go's default: after 15 s
+// idle) on or off for the connections the server accepts from now on. A
+// bench that wants idle connections to be silent turns them off: in DR the
+// client's answers to the probes pass the director.
+func (s *Server) SetKeepAlive(on bool) { s.noKeepAlive.Store(!on) }
 
 // Running reports whether the server listens (between start or Revive and
 // Kill).
@@ -213,6 +220,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if tcp, ok := c.(*net.TCPConn); ok && l.s.noKeepAlive.Load() {
+		_ = tcp.SetKeepAlive(false)
 	}
 	tc := &trackedConn{Conn: c, s: l.s}
 	l.s.mu.Lock()
