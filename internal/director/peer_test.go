@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +126,69 @@ func TestWaitApplied(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("waitApplied did not return after the run")
+	}
+}
+
+// slowProgrammer takes its time over every run and records when each ended.
+type slowProgrammer struct {
+	delay time.Duration
+	log   func(string)
+}
+
+func (p *slowProgrammer) Apply(ipvs.Table) ipvs.Result {
+	time.Sleep(p.delay)
+	p.log("ipvs applied")
+	return ipvs.Result{}
+}
+func (p *slowProgrammer) ApplyChanges(t ipvs.Table) ipvs.Result { return p.Apply(t) }
+
+// orderedVIPs records Take in the same log.
+type orderedVIPs struct{ log func(string) }
+
+func (v orderedVIPs) Take() error     { v.log("vips taken"); return nil }
+func (v orderedVIPs) Release() error  { return nil }
+func (v orderedVIPs) Announce() error { return nil }
+
+// TestTakeoverOrder: a node that becomes master adds its VIPs only after
+// the IPVS worker has applied the table (within ConvergeWait); with a
+// bound shorter than the kernel's run, it does not wait (so the test can
+// tell the two apart).
+func TestTakeoverOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		wait  time.Duration
+		first string
+	}{
+		{"waits for the table", 2 * time.Second, "ipvs applied"},
+		{"bound shorter than the kernel", time.Millisecond, "vips taken"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var events []string
+			log := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
+			n := &fakeNet{engines: map[netip.Addr]*Engine{}}
+			src := netip.MustParseAddr("10.0.0.1")
+			r := runEngine(t, n, src, "lb1", pairCluster+`
+[[virtual_service]]
+address = "10.0.0.100:80"
+[[virtual_service.real_server]]
+address = "10.0.0.21:80"
+`, Options{
+				Instances:    map[string]InstanceIO{"VI_1": {Socket: &fakeSocket{net: n, src: src}, VIPs: orderedVIPs{log}}},
+				IPVS:         &slowProgrammer{delay: 300 * time.Millisecond, log: log},
+				ConvergeWait: tc.wait,
+			})
+			waitFor(t, "lb1 master", func() bool { return stateOf(t, r) == "MASTER" })
+			waitFor(t, "the table applied and the VIPs taken", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(events) >= 2
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if events[0] != tc.first {
+				t.Fatalf("events %v; want %q first", events, tc.first)
+			}
+		})
 	}
 }
