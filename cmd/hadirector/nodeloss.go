@@ -18,8 +18,14 @@ import (
 // stay in charge); no answer on any of them means the node is gone, and the
 // backup takes over now instead of three advert intervals later.
 //
-// The probe runs once per transition to "all links down", off every lock
-// and the engine's goroutine.
+// "Silent" starts early: a link is silent when it is down, or quiet (one
+// frame missed, heartbeat's OnQuiet) with no frame since. The probe is
+// cheap and a live node's kernel answers it in microseconds, so probing
+// after one missed frame costs nothing when it was a false alarm, and
+// saves the rest of the down-after time when it was not.
+//
+// The probe runs once per silence of all the links (a frame on any link
+// re-arms it), off every lock and the engine's goroutine.
 type nodeLoss struct {
 	log     *slog.Logger
 	lost    func([]netip.Addr) // the engine's PeerLost
@@ -29,8 +35,13 @@ type nodeLoss struct {
 	wait    time.Duration
 	probe   func(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error)
 
+	// lastRx reads a link's latest frame time (its Health().LastRx).
+	lastRx func(name string) time.Time
+
 	mu      sync.Mutex
-	links   map[string]bool // link name → up
+	links   map[string]bool      // link name → up
+	quietRx map[string]time.Time // link name → its LastRx when it was reported quiet
+	armed   bool                 // a frame came since the last probe began
 	probing bool
 }
 
@@ -48,9 +59,9 @@ const (
 
 // newNodeLoss watches the links named in links; nil when there is nothing
 // to probe (no IPv4 VRRP interface shared with the peer).
-func newNodeLoss(cfg *config.Config, peer *config.Node, links []string, lost func([]netip.Addr), log *slog.Logger) *nodeLoss {
+func newNodeLoss(cfg *config.Config, peer *config.Node, links []string, lastRx func(string) time.Time, lost func([]netip.Addr), log *slog.Logger) *nodeLoss {
 	n := &nodeLoss{log: log, lost: lost, addrs: nodeAddrs(peer), tries: nodeLossTries, wait: nodeLossWait,
-		probe: heartbeat.ProbeARP, links: map[string]bool{}}
+		probe: heartbeat.ProbeARP, lastRx: lastRx, links: map[string]bool{}, quietRx: map[string]time.Time{}, armed: true}
 	seen := map[string]bool{}
 	for _, in := range cfg.Instances {
 		if in.Family() != config.IPv4 || seen[in.Interface] {
@@ -77,21 +88,50 @@ func (n *nodeLoss) health(h heartbeat.LinkHealth) {
 		n.mu.Unlock()
 		return
 	}
-	wasAll := n.allDownLocked()
 	n.links[h.Name] = h.Up
-	start := !wasAll && n.allDownLocked() && !n.probing
-	if start {
-		n.probing = true
+	if h.Up {
+		n.armed = true // a frame came
 	}
+	start := n.startLocked()
 	n.mu.Unlock()
 	if start {
 		go n.run()
 	}
 }
 
-func (n *nodeLoss) allDownLocked() bool {
-	for _, up := range n.links {
-		if up {
+// quiet takes a link's quiet report (one frame missed).
+func (n *nodeLoss) quiet(h heartbeat.LinkHealth) {
+	n.mu.Lock()
+	if _, ok := n.links[h.Name]; !ok {
+		n.mu.Unlock()
+		return
+	}
+	n.quietRx[h.Name] = h.LastRx
+	n.armed = true // each silence begins with a frame
+	start := n.startLocked()
+	n.mu.Unlock()
+	if start {
+		go n.run()
+	}
+}
+
+// startLocked says whether to probe now, and marks the probe started.
+func (n *nodeLoss) startLocked() bool {
+	if !n.armed || n.probing || !n.allSilentLocked() {
+		return false
+	}
+	n.armed, n.probing = false, true
+	return true
+}
+
+// allSilentLocked: every link is down, or quiet with no frame since.
+func (n *nodeLoss) allSilentLocked() bool {
+	for name, up := range n.links {
+		if !up {
+			continue
+		}
+		q, ok := n.quietRx[name]
+		if !ok || n.lastRx == nil || !n.lastRx(name).Equal(q) {
 			return false
 		}
 	}
@@ -118,7 +158,7 @@ func (n *nodeLoss) run() {
 		}
 	}
 	n.mu.Lock()
-	back := !n.allDownLocked()
+	back := !n.allSilentLocked()
 	n.mu.Unlock()
 	if back {
 		return // a link came back while probing

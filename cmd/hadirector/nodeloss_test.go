@@ -62,7 +62,9 @@ links = ["a", "b"]
 	var probes []string
 	var lost [][]netip.Addr
 	alive := true
-	n := newNodeLoss(cfg, cfg.Node("lb2"), []string{"a", "b"}, func(a []netip.Addr) {
+	rx := map[string]time.Time{}
+	lastRx := func(name string) time.Time { mu.Lock(); defer mu.Unlock(); return rx[name] }
+	n := newNodeLoss(cfg, cfg.Node("lb2"), []string{"a", "b"}, lastRx, func(a []netip.Addr) {
 		mu.Lock()
 		lost = append(lost, a)
 		mu.Unlock()
@@ -117,7 +119,36 @@ links = ["a", "b"]
 	if len(probes) != 2 || len(lost) != 1 || len(lost[0]) != 2 || lost[0][0] != netip.MustParseAddr("10.0.0.2") {
 		t.Fatalf("dead peer: probes %v, lost %v", probes, lost)
 	}
-	if newNodeLoss(cfg, cfg.Node("lb2"), nil, nil, nil) != nil {
+	// The quiet path: both links up, each reports one missed frame with no
+	// frame since: probe (before either is down). A frame on one of them
+	// in the meantime keeps that link from counting as silent.
+	probes, lost = nil, nil
+	alive = true
+	mu.Unlock()
+	t1 := time.Unix(100, 0)
+	n.health(heartbeat.LinkHealth{Name: "a", Up: true})
+	n.health(heartbeat.LinkHealth{Name: "b", Up: true})
+	mu.Lock()
+	rx["a"], rx["b"] = t1, t1
+	mu.Unlock()
+	n.quiet(heartbeat.LinkHealth{Name: "a", Up: true, LastRx: t1})
+	mu.Lock()
+	rx["b"] = t1.Add(time.Millisecond) // b heard again after its...
+	mu.Unlock()
+	n.quiet(heartbeat.LinkHealth{Name: "b", Up: true, LastRx: t1}) // ...stale quiet report
+	wait()
+	mu.Lock()
+	if len(probes) != 0 {
+		t.Fatalf("probed while link b carried frames: %v", probes)
+	}
+	mu.Unlock()
+	n.quiet(heartbeat.LinkHealth{Name: "b", Up: true, LastRx: t1.Add(time.Millisecond)})
+	wait()
+	mu.Lock()
+	if len(probes) != 1 || len(lost) != 0 {
+		t.Fatalf("both links quiet: probes %v, lost %v; want one probe, peer alive", probes, lost)
+	}
+	if newNodeLoss(cfg, cfg.Node("lb2"), nil, nil, nil, nil) != nil {
 		t.Error("a watcher without links")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/hadirector/hadirector/internal/config"
 	"github.com/hadirector/hadirector/internal/control"
@@ -108,7 +109,13 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 				e.PeerLost(addrs, "master's node is gone (every heartbeat link silent, no ARP answer)")
 			}
 		}
-		if nl := newNodeLoss(cfg, peer, names, lost, log); nl != nil {
+		lastRx := func(name string) time.Time {
+			if l, ok := p.links[name]; ok {
+				return l.Health().LastRx
+			}
+			return time.Time{}
+		}
+		if nl := newNodeLoss(cfg, peer, names, lastRx, lost, log); nl != nil {
 			p.nodeLoss.Store(nl)
 		}
 	}
@@ -224,6 +231,11 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 			p.log.Warn("heartbeat link DOWN: the peer is not heard on it", "link", h.Name, "last_rx", h.LastRx, "err", h.LastError)
 		}
 	}
+	onQuiet := func(h heartbeat.LinkHealth) {
+		if nl := p.nodeLoss.Load(); nl != nil {
+			nl.quiet(h)
+		}
+	}
 	domain := cfg.Cluster.Name + "/" + l.Name
 	switch l.Type {
 	case config.LinkUDP:
@@ -237,7 +249,7 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 		}
 		link, err := heartbeat.NewUDPLink(heartbeat.UDPConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
 			Local: local, Peer: remote, Port: l.Port, Key: key, Domain: domain, Interval: l.Interval.D(),
-			OnReceive: onRx, OnHealth: onHealth})
+			OnReceive: onRx, OnHealth: onHealth, OnQuiet: onQuiet})
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +263,7 @@ func (p *platform) openLink(cfg *config.Config, self *config.Node, l *config.Lin
 	case config.LinkSerial:
 		return heartbeat.NewSerialLink(heartbeat.SerialConfig{Name: l.Name, NodeID: self.Name, PeerID: peer.Name,
 			Device: l.Device, Baud: l.Baud, Key: key, Domain: domain, Interval: l.Interval.D(),
-			OnReceive: onRx, OnHealth: onHealth})
+			OnReceive: onRx, OnHealth: onHealth, OnQuiet: onQuiet})
 	}
 	return nil, fmt.Errorf("unknown link type %q", l.Type)
 }

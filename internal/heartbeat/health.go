@@ -17,6 +17,7 @@ type tracker struct {
 	misses     int
 	downAfter  time.Duration // nominal: DownAfter(interval, misses)
 	onHealth   func(LinkHealth)
+	onQuiet    func(LinkHealth)
 	stats      *counters
 
 	// trMu serialises transitions together with their OnHealth calls, so
@@ -33,6 +34,11 @@ type tracker struct {
 	lastErr     string
 	timer       *time.Timer // runs fire at the deadline; nil until the first frame
 	stopped     bool
+	// quietAt: when the link counts as quiet (one frame missed); the timer
+	// fires then first when onQuiet is set, and quietSent says the quiet
+	// of this silence was reported.
+	quietAt   time.Time
+	quietSent bool
 
 	done chan struct{} // closed by stop
 }
@@ -41,7 +47,7 @@ func newTracker(kind string, c *common, stats *counters) *tracker {
 	da := DownAfter(c.interval, c.misses)
 	return &tracker{
 		name: c.name, kind: kind, interval: c.interval, misses: c.misses, downAfter: da,
-		onHealth: c.onHealth, stats: stats,
+		onHealth: c.onHealth, onQuiet: c.onQuiet, stats: stats,
 		since: time.Now(), curDown: da,
 		done: make(chan struct{}),
 	}
@@ -64,12 +70,17 @@ func (t *tracker) valid(now time.Time, spacing time.Duration) {
 		return
 	}
 	t.lastRx, t.deadline, t.curDown = now, now.Add(da), da
-	// The timer runs at least da from now, so never before the deadline;
-	// a little after it is harmless (fire checks).
+	first := da
+	if t.onQuiet != nil {
+		q := QuietAfter(max(spacing, t.interval))
+		t.quietAt, t.quietSent, first = now.Add(q), false, q
+	}
+	// The timer runs at least that long from now, so never before the
+	// deadline; a little after it is harmless (fire checks).
 	if t.timer == nil {
-		t.timer = time.AfterFunc(da, t.fire)
+		t.timer = time.AfterFunc(first, t.fire)
 	} else {
-		t.timer.Reset(da)
+		t.timer.Reset(first)
 	}
 	cameUp := !t.up
 	var h LinkHealth
@@ -90,6 +101,20 @@ func (t *tracker) fire() {
 	t.mu.Lock()
 	if t.stopped || !t.up {
 		t.mu.Unlock()
+		return
+	}
+	if t.onQuiet != nil && !t.quietSent {
+		if d := t.quietAt.Sub(now); d > 0 {
+			// A frame arrived while the timer was firing.
+			t.timer.Reset(d)
+			t.mu.Unlock()
+			return
+		}
+		t.quietSent = true
+		h := t.snapshotLocked()
+		t.timer.Reset(max(t.deadline.Sub(now), 0))
+		t.mu.Unlock()
+		t.onQuiet(h)
 		return
 	}
 	if d := t.deadline.Sub(now); d > 0 {

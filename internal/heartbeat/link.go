@@ -113,6 +113,14 @@ const (
 	DefaultMisses = 3
 )
 
+// QuietAfter is how long an up link may stay silent before it counts as
+// quiet (OnQuiet): one frame missed, with the same margin as DownAfter. A
+// quiet link is not down; it is a hint that something may be wrong, early
+// enough for a cheap check (see cmd's node-loss probe).
+func QuietAfter(interval time.Duration) time.Duration {
+	return interval + max(interval/2, time.Millisecond)
+}
+
 // DownAfter is how long a link with this interval stays up without valid
 // frames: misses × interval plus a margin of half an interval (at least
 // 1 ms) for scheduling jitter. misses ≤ 0 means DefaultMisses.
@@ -131,6 +139,7 @@ type common struct {
 	epochTolerance, maxSkew      time.Duration
 	onReceive                    func(Received)
 	onHealth                     func(LinkHealth)
+	onQuiet                      func(LinkHealth)
 }
 
 func checkCommon(kind string, c *common) error {

@@ -93,6 +93,9 @@ type SerialConfig struct {
 	MaxClockSkew   time.Duration
 	OnReceive      func(Received)
 	OnHealth       func(LinkHealth)
+	// OnQuiet, if set, is called once per silence when an up link has
+	// heard nothing for QuietAfter(Interval): before it is down.
+	OnQuiet func(LinkHealth)
 	// QueueLen is how many frames may wait for the line (0: default 16).
 	QueueLen int
 }
@@ -136,7 +139,7 @@ func NewSerialLink(cfg SerialConfig) (*SerialLink, error) {
 		name: cfg.Name, nodeID: cfg.NodeID, peerID: cfg.PeerID, domain: cfg.Domain,
 		interval: cfg.Interval, misses: cfg.Misses,
 		epochTolerance: cfg.EpochTolerance, maxSkew: cfg.MaxClockSkew,
-		onReceive: cfg.OnReceive, onHealth: cfg.OnHealth,
+		onReceive: cfg.OnReceive, onHealth: cfg.OnHealth, onQuiet: cfg.OnQuiet,
 	}
 	if err := checkCommon("serial", &c); err != nil {
 		return nil, err

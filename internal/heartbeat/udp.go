@@ -61,6 +61,9 @@ type UDPConfig struct {
 	OnReceive func(Received)
 	// OnHealth is called on every up/down transition, with the new state.
 	OnHealth func(LinkHealth)
+	// OnQuiet, if set, is called once per silence when an up link has
+	// heard nothing for QuietAfter(Interval): before it is down.
+	OnQuiet func(LinkHealth)
 }
 
 // UDPLink is a heartbeat link over a UDP socket between two node
@@ -99,7 +102,7 @@ func NewUDPLink(cfg UDPConfig) (*UDPLink, error) {
 		name: cfg.Name, nodeID: cfg.NodeID, peerID: cfg.PeerID, domain: cfg.Domain,
 		interval: cfg.Interval, misses: cfg.Misses,
 		epochTolerance: cfg.EpochTolerance, maxSkew: cfg.MaxClockSkew,
-		onReceive: cfg.OnReceive, onHealth: cfg.OnHealth,
+		onReceive: cfg.OnReceive, onHealth: cfg.OnHealth, onQuiet: cfg.OnQuiet,
 	}
 	if err := checkCommon("udp", &c); err != nil {
 		return nil, err

@@ -789,3 +789,62 @@ func checkHealthReportsAlternate(t *testing.T, r *recorder) {
 		}
 	}
 }
+
+// TestUDPLinkQuiet: a link with OnQuiet reports one quiet per silence,
+// QuietAfter after the last frame and before it goes down; a frame ends
+// the silence, and the next one is reported again.
+func TestUDPLinkQuiet(t *testing.T) {
+	port := freeUDPPort(t, "127.0.0.1", "127.0.0.2")
+	const interval = 20 * time.Millisecond
+	var mu sync.Mutex
+	var quiets []LinkHealth
+	var downAt time.Time
+	b, err := NewUDPLink(UDPConfig{Name: "hb0", NodeID: "lb2", PeerID: "lb1",
+		Local: netip.MustParseAddr("127.0.0.2"), Peer: netip.MustParseAddr("127.0.0.1"), Port: port,
+		Key: testKey, Interval: interval,
+		OnQuiet: func(h LinkHealth) { mu.Lock(); quiets = append(quiets, h); mu.Unlock() },
+		OnHealth: func(h LinkHealth) {
+			if !h.Up {
+				mu.Lock()
+				downAt = h.Since
+				mu.Unlock()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a, err := NewUDPLink(UDPConfig{Name: "hb0", NodeID: "lb1", PeerID: "lb2",
+		Local: netip.MustParseAddr("127.0.0.1"), Peer: netip.MustParseAddr("127.0.0.2"), Port: port,
+		Key: testKey, Interval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(quiets) }
+	for range 10 { // a healthy link is never quiet
+		a.Send(nil)
+		time.Sleep(interval / 2)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d quiets while frames came every %v", n, interval/2)
+	}
+	waitFor(t, time.Second, "a quiet after the frames stop", func() bool { return count() == 1 })
+	mu.Lock()
+	q := quiets[0]
+	mu.Unlock()
+	if lat := time.Since(q.LastRx); lat < QuietAfter(interval) {
+		t.Errorf("quiet %v after the last frame; QuietAfter is %v", lat, QuietAfter(interval))
+	}
+	if !q.Up {
+		t.Errorf("quiet reported a down link: %+v", q)
+	}
+	waitFor(t, time.Second, "down after DownAfter", func() bool { mu.Lock(); defer mu.Unlock(); return !downAt.IsZero() })
+	if n := count(); n != 1 {
+		t.Errorf("%d quiets in one silence, want 1", n)
+	}
+	// Up again, then silent again: a second quiet.
+	a.Send(nil)
+	waitFor(t, time.Second, "a second quiet", func() bool { return count() == 2 })
+}
