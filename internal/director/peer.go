@@ -2,6 +2,7 @@ package director
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hadirector/hadirector/internal/connsync"
@@ -58,6 +59,10 @@ func (e *Engine) PeerState(ctx context.Context) (connsync.PeerState, error) {
 // channel is down), and this node goes back to its own verdicts.
 func (e *Engine) SetPeer(p *connsync.PeerState) {
 	e.do(context.Background(), func(s *state) {
+		if p != nil && p.Epoch != s.epoch && (s.peer == nil || s.peer.Epoch != p.Epoch) {
+			e.log.Warn("the peer runs other services (its config differs): its health verdicts are not followed; deploy the same config on both directors",
+				"peer_epoch", fmt.Sprintf("%016x", p.Epoch), "epoch", fmt.Sprintf("%016x", s.epoch))
+		}
 		s.peer = p
 		if p != nil {
 			e.adoptOverrides(s, p)
