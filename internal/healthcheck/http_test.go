@@ -540,24 +540,3 @@ func FuzzParseStatusLine(f *testing.F) {
 		}
 	})
 }
-
-func TestSkipHeaders(t *testing.T) {
-	long := "X-Long: " + strings.Repeat("a", 10000) + "\r\n"
-	for _, tc := range []struct {
-		in   string
-		want error
-	}{
-		{"\r\n", nil},
-		{"\n", nil},
-		{"A: b\r\nC: d\r\n\r\nbody", nil},
-		{long + "\r\n", nil},
-		{"A: b\r\n", io.ErrUnexpectedEOF},
-		{"A: b", io.ErrUnexpectedEOF},
-		{strings.Repeat(long, 120) + "\r\n", errHeadersTooLong},
-	} {
-		err := skipHeaders(bufio.NewReaderSize(strings.NewReader(tc.in), 4096))
-		if err != tc.want {
-			t.Errorf("skipHeaders(%.40q…) = %v; want %v", tc.in, err, tc.want)
-		}
-	}
-}

@@ -85,8 +85,8 @@ type probe struct {
 
 	mu      sync.Mutex
 	stopped bool
-	// cancelRound cancels the check in flight, if any.
-	cancelRound context.CancelFunc
+	// round is the context of the check in flight, if any.
+	round *roundCtx
 	subs        []*target
 	anchor      time.Time // the current round's fixed-rate slot
 	due         time.Time // when the current round was scheduled to start
@@ -272,11 +272,13 @@ func (m *Manager) detachLocked(t *target) {
 func (p *probe) stopLocked() {
 	p.stopped = true
 	p.m.wheel.remove(p)
-	if p.cancelRound != nil {
-		p.cancelRound() // the check in flight returns at once, then run closes the checker
-	} else {
-		closeChecker(p.checker)
+	if p.round != nil {
+		p.round.cancel(context.Canceled) // the check in flight returns at once
 	}
+	// This interrupts the check in flight too, if the checker has a
+	// Close: the HTTP check does not watch its round's context (see
+	// httpChecker.exchange). run closes it again once the check is over.
+	closeChecker(p.checker)
 }
 
 // closeChecker releases what a checker keeps between rounds (an HTTP
@@ -317,18 +319,17 @@ func (m *Manager) Close() error {
 func (p *probe) run() {
 	m := p.m
 	start := time.Now()
-	// A context of its own per round (no parent: registering with one
-	// costs a map per round), canceled by stopLocked if the probe stops.
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(p.timeout))
+	// A context of its own per round, canceled by stopLocked if the probe
+	// stops.
+	ctx := &roundCtx{deadline: start.Add(p.timeout)}
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		cancel()
 		return
 	}
 	m.running.Add(1)
 	due := p.due
-	p.cancelRound = cancel
+	p.round = ctx
 	p.mu.Unlock()
 	defer m.running.Done()
 
@@ -337,7 +338,7 @@ func (p *probe) run() {
 	}
 	m.inFlight.Add(1)
 	res := p.check(ctx)
-	cancel()
+	ctx.cancel(context.Canceled)
 	m.inFlight.Add(-1)
 	at := time.Now()
 	if res.Duration == 0 {
@@ -350,7 +351,7 @@ func (p *probe) run() {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cancelRound = nil
+	p.round = nil
 	if p.stopped {
 		closeChecker(p.checker)
 		return // removed while the check ran: its result belongs to no one
@@ -509,3 +510,69 @@ func (m *Manager) Stats() Stats {
 	s.Transitions, s.Coalesced = m.q.counts()
 	return s
 }
+
+// roundCtx is the context of one round: its deadline, and a cancel when
+// the probe stops. It costs one small allocation when nothing waits on
+// Done (an HTTP check over a kept-alive connection enforces the deadline
+// on its socket); context.WithDeadline costs a timer and a cancelCtx per
+// round, and a child map for every context.AfterFunc on it. Done is made
+// (with its timer for the deadline) on first use.
+type roundCtx struct {
+	deadline time.Time
+
+	mu    sync.Mutex
+	done  chan struct{}
+	timer *time.Timer
+	err   error
+}
+
+func (c *roundCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *roundCtx) Value(any) any { return nil }
+
+func (c *roundCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		} else if d := time.Until(c.deadline); d <= 0 {
+			c.endLocked(context.DeadlineExceeded)
+		} else {
+			c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
+		}
+	}
+	return c.done
+}
+
+// Err is DeadlineExceeded from the deadline on, even if no timer has
+// fired yet (Done is then closed first, as the contract of Err asks).
+func (c *roundCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && !time.Now().Before(c.deadline) {
+		c.endLocked(context.DeadlineExceeded)
+	}
+	return c.err
+}
+
+func (c *roundCtx) cancel(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.endLocked(err)
+	}
+	c.mu.Unlock()
+}
+
+func (c *roundCtx) endLocked(err error) {
+	c.err = err
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+func (c *roundCtx) String() string { return "healthcheck.roundCtx" }

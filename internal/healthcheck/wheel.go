@@ -3,6 +3,7 @@ package healthcheck
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,9 +27,22 @@ type wheel struct {
 	h        probeHeap
 	nextWake time.Time // when the loop plans to wake; zero: idle
 	wake     chan struct{}
-	work     chan *probe // unbuffered: a send succeeds only to an idle worker
 	done     chan struct{}
 	exited   chan struct{}
+
+	// now is the loop's latest wake-up (nanoseconds since epoch): the
+	// coarse clock that stamps idle workers.
+	now atomic.Int64
+
+	idleMu     sync.Mutex
+	idle       []*worker // LIFO: the most recently idle worker is at the end
+	idleClosed bool
+}
+
+// worker is a goroutine that runs rounds handed to it by dispatch.
+type worker struct {
+	work      chan *probe // buffered 1; nil: exit
+	idleSince int64       // wheel.now when it went idle
 }
 
 func newWheel(quantum time.Duration, start func(*probe)) *wheel {
@@ -37,7 +51,6 @@ func newWheel(quantum time.Duration, start func(*probe)) *wheel {
 		start:   start,
 		epoch:   time.Now(),
 		wake:    make(chan struct{}, 1),
-		work:    make(chan *probe),
 		done:    make(chan struct{}),
 		exited:  make(chan struct{}),
 	}
@@ -72,10 +85,15 @@ func (w *wheel) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var batch []*probe
-	var lastWake time.Time
+	var lastWake, lastReap time.Time
 	for {
 		now := time.Now()
 		lastWake = now
+		w.now.Store(int64(now.Sub(w.epoch)))
+		if now.Sub(lastReap) >= workerIdle/2 {
+			lastReap = now
+			w.reap()
+		}
 		w.mu.Lock()
 		horizon := now.Add(w.quantum / 2).Sub(w.epoch)
 		for len(w.h) > 0 && w.h[0].wheelDue <= horizon {
@@ -99,6 +117,13 @@ func (w *wheel) run() {
 		}
 		batch = batch[:0]
 
+		if sleep < 0 || sleep > workerIdle {
+			w.idleMu.Lock()
+			if len(w.idle) > 0 {
+				sleep = workerIdle // to reap them
+			}
+			w.idleMu.Unlock()
+		}
 		if sleep >= 0 {
 			timer.Reset(sleep)
 		} else {
@@ -124,7 +149,8 @@ func (w *wheel) run() {
 }
 
 // workerIdle is how long a worker goroutine waits for another round
-// before it exits.
+// before it exits (give or take half of it: the loop reaps every half
+// workerIdle).
 const workerIdle = time.Second
 
 // dispatch hands a due round to an idle worker, or starts a new worker if
@@ -132,33 +158,70 @@ const workerIdle = time.Second
 // only its own probe. Workers live on between rounds, so their stacks,
 // grown by a first check, serve the next ones (a fresh goroutine per round
 // spent about 7 % of the prober's CPU growing its stack).
+//
+// Idle workers form a stack: the most recently idle one gets the next
+// round, so a burst's extra workers stay idle and exit, and the few that
+// carry the steady load keep warm stacks. (A FIFO hand-off, as an
+// unbuffered channel shared by all workers is, cycles through every worker
+// a burst ever started: none is idle long enough to exit, and thousands of
+// stacks stay alive, shrunk by the GC and grown again by the next round.)
 func (w *wheel) dispatch(p *probe) {
-	select {
-	case w.work <- p:
-	default:
-		go w.worker(p)
+	w.idleMu.Lock()
+	if n := len(w.idle); n > 0 {
+		wk := w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+		w.idleMu.Unlock()
+		wk.work <- p
+		return
 	}
+	w.idleMu.Unlock()
+	go w.worker(p)
 }
 
 func (w *wheel) worker(p *probe) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
+	wk := &worker{work: make(chan *probe, 1)}
+	for p != nil {
 		w.start(p)
-		idle.Reset(workerIdle)
-		select {
-		case p = <-w.work:
-		case <-idle.C:
-			return
-		case <-w.done:
+		w.idleMu.Lock()
+		if w.idleClosed {
+			w.idleMu.Unlock()
 			return
 		}
+		wk.idleSince = w.now.Load()
+		w.idle = append(w.idle, wk)
+		w.idleMu.Unlock()
+		p = <-wk.work
 	}
+}
+
+// reap stops the workers idle for workerIdle or longer: those at the
+// bottom of the stack.
+func (w *wheel) reap() {
+	limit := w.now.Load() - int64(workerIdle)
+	w.idleMu.Lock()
+	n := 0
+	for n < len(w.idle) && w.idle[n].idleSince <= limit {
+		w.idle[n].work <- nil
+		n++
+	}
+	if n > 0 {
+		w.idle = append(w.idle[:0], w.idle[n:]...)
+		clear(w.idle[len(w.idle):cap(w.idle)][:n])
+	}
+	w.idleMu.Unlock()
 }
 
 func (w *wheel) close() {
 	close(w.done)
 	<-w.exited
+	w.idleMu.Lock()
+	w.idleClosed = true
+	for _, wk := range w.idle {
+		wk.work <- nil
+	}
+	w.idle = nil
+	w.idleMu.Unlock()
 }
 
 // probeHeap is a min-heap of probes by due time.
