@@ -86,15 +86,15 @@ type probe struct {
 	mu      sync.Mutex
 	stopped bool
 	// round is the context of the check in flight, if any.
-	round *roundCtx
-	subs        []*target
-	anchor      time.Time // the current round's fixed-rate slot
-	due         time.Time // when the current round was scheduled to start
-	streakOK    bool
-	streak      int
-	last        Result
-	lastAt      time.Time
-	rounds      uint64
+	round    *roundCtx
+	subs     []*target
+	anchor   time.Time // the current round's fixed-rate slot
+	due      time.Time // when the current round was scheduled to start
+	streakOK bool
+	streak   int
+	last     Result
+	lastAt   time.Time
+	rounds   uint64
 }
 
 // NewManager returns a Manager with no targets.
