@@ -80,8 +80,8 @@ type probe struct {
 	timeout  time.Duration
 
 	// guarded by the wheel's mutex
-	wheelDue   time.Duration // since the wheel's epoch
-	wheelIndex int           // in the wheel's heap; -1: not there
+	wheelTick  int64 // the wheel's tick of the next round
+	wheelIndex int   // in the wheel's slot; -1: not there
 
 	mu      sync.Mutex
 	stopped bool
