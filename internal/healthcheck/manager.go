@@ -92,9 +92,14 @@ type probe struct {
 	due      time.Time // when the current round was scheduled to start
 	streakOK bool
 	streak   int
-	last     Result
-	lastAt   time.Time
-	rounds   uint64
+	// quiet: the latest round changed no subscriber, and the streak has
+	// reached every subscriber's rise and fall: while the results stay the
+	// same (and carry no weight), no subscriber will change, and record
+	// skips them. Cleared when the subscribers or their specs change.
+	quiet  bool
+	last   Result
+	lastAt time.Time
+	rounds uint64
 }
 
 // NewManager returns a Manager with no targets.
@@ -187,6 +192,7 @@ func (m *Manager) Update(id TargetID, spec Spec) error {
 	old := t.probe
 	if spec.probeKey() == old.key {
 		old.mu.Lock()
+		old.quiet = false
 		t.spec = spec
 		old.mu.Unlock()
 		return nil
@@ -248,6 +254,7 @@ func (m *Manager) probeLocked(spec Spec) (*probe, error) {
 
 func (m *Manager) attachLocked(t *target, p *probe) {
 	p.mu.Lock()
+	p.quiet = false
 	p.subs = append(p.subs, t)
 	p.mu.Unlock()
 	t.probe = p
@@ -381,9 +388,15 @@ func (p *probe) record(res Result, at time.Time) {
 	if p.streak > 0 && res.OK == p.streakOK {
 		p.streak++
 	} else {
-		p.streakOK, p.streak = res.OK, 1
+		p.streakOK, p.streak, p.quiet = res.OK, 1, false
 	}
+	if p.quiet && !res.HasWeight {
+		return
+	}
+	changed := false
+	reached := true // the streak has reached every subscriber's rise and fall
 	for _, t := range p.subs {
+		reached = reached && p.streak >= t.spec.Rise && p.streak >= t.spec.Fall
 		to := t.state
 		switch {
 		case res.OK && p.streak >= t.spec.Rise:
@@ -407,10 +420,12 @@ func (p *probe) record(res Result, at time.Time) {
 		default:
 			continue
 		}
+		changed = true
 		p.m.log.Debug("healthcheck: transition", "target", t.id, "from", tr.From, "to", tr.To,
 			"detail", tr.Detail, "consecutive", tr.ConsecutiveCount)
 		p.m.q.push(tr)
 	}
+	p.quiet = !changed && reached && !res.HasWeight
 }
 
 // scheduleLocked queues the next round: the next fixed-rate
