@@ -359,7 +359,8 @@ func connectFloor(t *testing.T, n int) time.Duration {
 }
 
 // BenchmarkHTTPCheck measures one HTTP check against a loopback server
-// (CPU and allocations per probe, client side plus the in-process server).
+// (CPU and allocations per probe, client side plus the in-process server),
+// over a new connection per probe and over a kept-alive one.
 func BenchmarkHTTPCheck(b *testing.B) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -370,16 +371,25 @@ func BenchmarkHTTPCheck(b *testing.B) {
 	}
 	go srv.Serve(l)
 	defer srv.Close()
-	c, err := HTTPSpec{Addr: netip.MustParseAddrPort(l.Addr().String())}.NewChecker(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if res := c.Check(ctx); !res.OK {
-			b.Fatal(res.Detail)
+	for _, keep := range []bool{false, true} {
+		name := "new-connection"
+		if keep {
+			name = "keep-alive"
 		}
-		cancel()
+		b.Run(name, func(b *testing.B) {
+			c, err := HTTPSpec{Addr: netip.MustParseAddrPort(l.Addr().String()), KeepAlive: keep}.NewChecker(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeChecker(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := &roundCtx{deadline: time.Now().Add(time.Second)}
+				if res := c.Check(ctx); !res.OK {
+					b.Fatal(res.Detail)
+				}
+				ctx.cancel(context.Canceled)
+			}
+		})
 	}
 }

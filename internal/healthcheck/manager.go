@@ -531,7 +531,10 @@ func (m *Manager) Stats() Stats {
 // Done (an HTTP check over a kept-alive connection enforces the deadline
 // on its socket); context.WithDeadline costs a timer and a cancelCtx per
 // round, and a child map for every context.AfterFunc on it. Done is made
-// (with its timer for the deadline) on first use.
+// (with its timer for the deadline) on first use. It implements the
+// AfterFunc method that package context looks for, so that
+// context.AfterFunc and the contexts derived from it need no goroutine to
+// watch it.
 type roundCtx struct {
 	deadline time.Time
 
@@ -539,6 +542,13 @@ type roundCtx struct {
 	done  chan struct{}
 	timer *time.Timer
 	err   error
+	funcs []*roundFunc
+}
+
+// roundFunc is a function registered by AfterFunc.
+type roundFunc struct {
+	f    func()
+	done bool // started, or stopped
 }
 
 func (c *roundCtx) Deadline() (time.Time, bool) { return c.deadline, true }
@@ -547,46 +557,98 @@ func (c *roundCtx) Value(any) any { return nil }
 
 func (c *roundCtx) Done() <-chan struct{} {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-		} else if d := time.Until(c.deadline); d <= 0 {
-			c.endLocked(context.DeadlineExceeded)
-		} else {
-			c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
-		}
+	if c.done != nil {
+		defer c.mu.Unlock()
+		return c.done
 	}
-	return c.done
+	c.done = make(chan struct{})
+	done := c.done
+	var funcs []*roundFunc
+	if c.err != nil {
+		close(c.done)
+	} else if d := time.Until(c.deadline); d <= 0 {
+		funcs = c.endLocked(context.DeadlineExceeded)
+	} else {
+		c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
+	}
+	c.mu.Unlock()
+	startFuncs(funcs)
+	return done
 }
 
 // Err is DeadlineExceeded from the deadline on, even if no timer has
 // fired yet (Done is then closed first, as the contract of Err asks).
 func (c *roundCtx) Err() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var funcs []*roundFunc
 	if c.err == nil && !time.Now().Before(c.deadline) {
-		c.endLocked(context.DeadlineExceeded)
+		funcs = c.endLocked(context.DeadlineExceeded)
 	}
-	return c.err
+	err := c.err
+	c.mu.Unlock()
+	startFuncs(funcs)
+	return err
+}
+
+// AfterFunc arranges for f to run in its own goroutine once the context
+// is done, like context.AfterFunc.
+func (c *roundCtx) AfterFunc(f func()) (stop func() bool) {
+	c.Done() // arms the deadline's timer
+	rf := &roundFunc{f: f}
+	c.mu.Lock()
+	if c.err != nil {
+		rf.done = true
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.funcs = append(c.funcs, rf)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		stopped := !rf.done
+		rf.done = true
+		return stopped
+	}
 }
 
 func (c *roundCtx) cancel(err error) {
 	c.mu.Lock()
+	var funcs []*roundFunc
 	if c.err == nil {
-		c.endLocked(err)
+		funcs = c.endLocked(err)
 	}
 	c.mu.Unlock()
+	startFuncs(funcs)
 }
 
-func (c *roundCtx) endLocked(err error) {
+// endLocked ends the context with err, and returns the functions to
+// start (once c.mu is released).
+func (c *roundCtx) endLocked(err error) []*roundFunc {
 	c.err = err
 	if c.done != nil {
 		close(c.done)
 	}
 	if c.timer != nil {
 		c.timer.Stop()
+	}
+	funcs := c.funcs
+	c.funcs = nil
+	for i, rf := range funcs {
+		if rf.done {
+			funcs[i] = nil
+		}
+		rf.done = true
+	}
+	return funcs
+}
+
+func startFuncs(funcs []*roundFunc) {
+	for _, rf := range funcs {
+		if rf != nil {
+			go rf.f()
+		}
 	}
 }
 
