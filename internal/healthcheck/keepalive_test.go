@@ -62,14 +62,18 @@ func TestManagerHTTPKeepAlive(t *testing.T) {
 		}
 	}
 	state := func(i int) TargetStatus { st, _ := m.Status(id(i)); return st }
-	waitFor(t, 5*time.Second, "every target up", func() bool {
-		for i := range n {
-			if state(i).State != StateUp {
-				return false
+	// in reports whether targets lo..hi-1 are all in state want.
+	in := func(lo, hi int, want State) func() bool {
+		return func() bool {
+			for i := lo; i < hi; i++ {
+				if state(i).State != want {
+					return false
+				}
 			}
+			return true
 		}
-		return true
-	})
+	}
+	waitFor(t, 5*time.Second, "every target up", in(0, n, StateUp))
 	s0 := m.Stats()
 	time.Sleep(5 * interval)
 	s1 := m.Stats()
@@ -83,14 +87,7 @@ func TestManagerHTTPKeepAlive(t *testing.T) {
 	// Some servers hang: their probes fail at their timeout; the others
 	// stay up, answered in far less than the timeout.
 	hang.Store(true)
-	waitFor(t, 5*time.Second, "the hanging targets down", func() bool {
-		for i := range nHang {
-			if state(i).State != StateDown {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, 5*time.Second, "the hanging targets down", in(0, nHang, StateDown))
 	s0 = m.Stats()
 	time.Sleep(5 * interval)
 	for i := range nHang {
@@ -106,14 +103,7 @@ func TestManagerHTTPKeepAlive(t *testing.T) {
 	hang.Store(false)
 
 	// The server closes every idle connection: no failure, new ones.
-	waitFor(t, 5*time.Second, "every target up again", func() bool {
-		for i := range n {
-			if state(i).State != StateUp {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, 5*time.Second, "every target up again", in(0, n, StateUp))
 	before := opened.Load()
 	s0 = m.Stats()
 	srv.CloseClientConnections()
