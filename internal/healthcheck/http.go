@@ -657,7 +657,7 @@ var errHeadersTooLong = errors.New("header block longer than 1 MiB")
 
 // parseStatusLine parses "HTTP/1.x NNN[ reason]\r\n" and returns the code.
 func parseStatusLine(line []byte) (int, bool) {
-	line = bytes.TrimRight(line, "\r\n")
+	line = trimEOL(line) // one "\n", then one "\r": "200\r\r\n" is no status line
 	if len(line) < len("HTTP/1.1 200") || string(line[:7]) != "HTTP/1." ||
 		line[7] < '0' || line[7] > '9' || line[8] != ' ' {
 		return 0, false

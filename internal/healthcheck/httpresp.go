@@ -238,15 +238,15 @@ func (b *respReader) readHeaders(code int, http11 bool) (h respHead, err error) 
 }
 
 // skipChunked skips a chunked body and its trailers; it fails if the body
-// is longer than limit or malformed.
+// is longer than limit or malformed. Its lines must end with CRLF (as
+// net/http's reader wants: a bare LF is an error there).
 func (b *respReader) skipChunked(limit int64) error {
 	var size int64
 	for {
-		l, err := b.line()
+		l, err := b.crlfLine()
 		if err != nil {
 			return err
 		}
-		l = trimEOL(l)
 		if i := bytes.IndexByte(l, ';'); i >= 0 {
 			l = l[:i] // chunk extensions
 		}
@@ -264,25 +264,38 @@ func (b *respReader) skipChunked(limit int64) error {
 		if err := b.discard(n); err != nil {
 			return err
 		}
-		if l, err := b.line(); err != nil {
+		if l, err := b.crlfLine(); err != nil {
 			return err
-		} else if len(trimEOL(l)) != 0 {
+		} else if len(l) != 0 {
 			return errBadChunk
 		}
 	}
 	total := 0
 	for { // trailers
-		l, err := b.line()
+		l, err := b.crlfLine()
 		if err != nil {
 			return err
 		}
-		if total += len(l); total > maxHeaderBytes {
+		if total += len(l) + 2; total > maxHeaderBytes {
 			return errHeadersTooLong
 		}
-		if len(trimEOL(l)) == 0 {
+		if len(l) == 0 {
 			return nil
 		}
 	}
+}
+
+// crlfLine returns the next line without its CRLF; a line that ends
+// with a bare LF is errBadChunk.
+func (b *respReader) crlfLine() ([]byte, error) {
+	l, err := b.line()
+	if err != nil {
+		return nil, err
+	}
+	if len(l) < 2 || l[len(l)-2] != '\r' {
+		return nil, errBadChunk
+	}
+	return l[:len(l)-2], nil
 }
 
 var (
