@@ -224,6 +224,10 @@ func TestProbeScale(t *testing.T) {
 	// context, so this is a floor that no prober can go under here.
 	floorN := 3000
 	floorCPU := connectFloor(t, floorN)
+	var kaFloorUser, kaFloorSys time.Duration
+	if keepAlive {
+		kaFloorUser, kaFloorSys = keepAliveFloor(t, min(n, 1000), 3*time.Second)
+	}
 
 	var opts Options
 	if v := os.Getenv("HADIRECTOR_BENCH_QUANTUM"); v != "" {
@@ -330,6 +334,11 @@ func TestProbeScale(t *testing.T) {
 		perCheck.Round(100*time.Nanosecond), ((u1 - u0) / time.Duration(max(checks, 1))).Round(100*time.Nanosecond),
 		((k1 - k0) / time.Duration(max(checks, 1))).Round(100*time.Nanosecond),
 		floorCPU.Round(100*time.Nanosecond), floorN, 100*float64(floorCPU)*float64(checks)/wall.Seconds()/float64(time.Second), float64(checks)/wall.Seconds())
+	if keepAlive {
+		report += fmt.Sprintf(`
+  kernel floor, keep-alive: a request written and its answer read on a kept connection, raw syscalls, 50 connections every 5ms then epoll_wait until they have all answered, no Go runtime in the way: %v CPU (user %v, system %v)`,
+			(kaFloorUser + kaFloorSys).Round(100*time.Nanosecond), kaFloorUser.Round(100*time.Nanosecond), kaFloorSys.Round(100*time.Nanosecond))
+	}
 	fmt.Println(report)
 	t.Log(report)
 	if !silent && fails > checks/100 {
@@ -358,8 +367,87 @@ func connectFloor(t *testing.T, n int) time.Duration {
 	return (u1 - u0 + k1 - k0) / time.Duration(n)
 }
 
+// keepAliveFloor measures the CPU per probe of the least a prober of
+// kept-alive HTTP connections must do, with none of its own work: on n
+// connections to the bench server, for d, every 5ms the requests of 50 of
+// them are written, and their answers read once one epoll_wait says they
+// are there (10 000 probes a second, the benchmark's rate). It returns
+// the user and system CPU per probe.
+func keepAliveFloor(t *testing.T, n int, d time.Duration) (user, sys time.Duration) {
+	const batch = 50
+	req := []byte("GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: hadirector-healthcheck\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n")
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(ep)
+	fds := make([]int, 0, n)
+	defer func() {
+		for _, fd := range fds {
+			_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+			syscall.Close(fd)
+		}
+	}()
+	for i := range n {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: benchPort, Addr: benchAddr(i).Addr().As4()}); err != nil {
+			t.Fatal(err)
+		}
+		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			t.Fatal(err)
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | 1<<31, Fd: int32(fd)} // 1<<31: EPOLLET
+		if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 4096)
+	evs := make([]syscall.EpollEvent, batch)
+	probes := 0
+	round := func() {
+		for i := 0; i < n; i += batch {
+			for _, fd := range fds[i:min(i+batch, n)] {
+				if _, err := syscall.Write(fd, req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for pending := min(batch, n-i); pending > 0; {
+				k, err := syscall.EpollWait(ep, evs, 1000)
+				if err == syscall.EINTR {
+					continue
+				}
+				if err != nil || k == 0 {
+					t.Fatalf("keep-alive floor: epoll_wait: %d events, %v", k, err)
+				}
+				for _, e := range evs[:k] {
+					if m, _ := syscall.Read(int(e.Fd), buf); m > 0 {
+						pending--
+						probes++
+					}
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	round() // warm-up: the server's connections are all set up
+	probes = 0
+	u0, k0 := cpuTime()
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		round()
+	}
+	u1, k1 := cpuTime()
+	p := time.Duration(max(probes, 1))
+	return (u1 - u0) / p, (k1 - k0) / p
+}
+
 // BenchmarkHTTPCheck measures one HTTP check against a loopback server
-// (CPU and allocations per probe, client side plus the in-process server).
+// (CPU and allocations per probe, client side plus the in-process server),
+// over a new connection per probe and over a kept-alive one.
 func BenchmarkHTTPCheck(b *testing.B) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -370,16 +458,25 @@ func BenchmarkHTTPCheck(b *testing.B) {
 	}
 	go srv.Serve(l)
 	defer srv.Close()
-	c, err := HTTPSpec{Addr: netip.MustParseAddrPort(l.Addr().String())}.NewChecker(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if res := c.Check(ctx); !res.OK {
-			b.Fatal(res.Detail)
+	for _, keep := range []bool{false, true} {
+		name := "new-connection"
+		if keep {
+			name = "keep-alive"
 		}
-		cancel()
+		b.Run(name, func(b *testing.B) {
+			c, err := HTTPSpec{Addr: netip.MustParseAddrPort(l.Addr().String()), KeepAlive: keep}.NewChecker(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeChecker(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := &roundCtx{deadline: time.Now().Add(time.Second)}
+				if res := c.Check(ctx); !res.OK {
+					b.Fatal(res.Detail)
+				}
+				ctx.cancel(context.Canceled)
+			}
+		})
 	}
 }

@@ -22,9 +22,13 @@
 //     deadline set on the socket itself, so it covers the connect, the TLS
 //     handshake, the request and every byte of the response. Expected status
 //     codes and ranges, Host header, optional RE2 body regex and SHA-256
-//     digest of the body (read up to MaxBody). The connection is closed
-//     with RST too, once the check has what it needs. Redirects are not followed: a
-//     302 is a 302. TLS certificates are NOT verified by default, like
+//     digest of the body (read up to MaxBody). Without a body to check,
+//     only the status line and the framing headers are parsed, in a pooled
+//     buffer, without allocating; the request, built once, is written and
+//     the answer awaited in one RawConn.Read (the goroutine reads once the
+//     answer is there). The connection is closed with RST too, once the
+//     check has what it needs, unless KeepAlive keeps it for the next
+//     probe. Redirects are not followed: a 302 is a 302. TLS certificates are NOT verified by default, like
 //     keepalived's SSL_GET: a health check asks "does this server answer",
 //     and real servers often carry certificates for the public name, not for
 //     their own address; set VerifyTLS (and CAFile) to verify.
@@ -54,11 +58,12 @@
 // shared streak of identical results.
 //
 // Probes are not goroutines: a probe waiting for its next round is an entry
-// in one min-heap of due times, and a single scheduler goroutine sleeps
-// until the earliest entry, then starts every round due within half a
-// quantum (Options.Quantum, 5ms by default), each on a worker goroutine:
-// an idle worker if there is one, else a new one (a round never waits for a
-// worker); workers left idle for a second exit. The scheduler wakes at most
+// in one timing wheel of due times (one slot per quantum, O(1) to schedule
+// or remove), and a single scheduler goroutine sleeps until the earliest
+// entry, then starts every round due within half a quantum
+// (Options.Quantum, 5ms by default), each on a worker goroutine: the most
+// recently idle worker if there is one, else a new one (a round never
+// waits for a worker); workers left idle for a second exit. The scheduler wakes at most
 // once per quantum: 10 000 rounds a second cost 200 wake-ups, not 10 000
 // timer firings each waking a thread. Memory follows the checks in flight,
 // not the number of targets. (Measured against one runtime timer per probe,

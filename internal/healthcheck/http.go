@@ -301,41 +301,173 @@ type httpChecker struct {
 	keepAlive  bool
 
 	mu     sync.Mutex
-	idle   net.Conn // the kept-alive connection between probes
+	idle   *httpConn // the kept-alive connection between probes
+	busy   *httpConn // the connection of the exchange in flight
 	closed bool
 }
 
-// Close closes the kept-alive connection; the manager calls it when the
-// probe stops.
+// httpConn is a check's connection.
+type httpConn struct {
+	conn net.Conn // *net.TCPConn, or *tls.Conn
+	// rc is the raw connection of a plain TCP connection (nil with TLS):
+	// the request is written and the answer awaited in one call of its
+	// Read, through step (made once per connection, not per probe).
+	rc   syscall.RawConn
+	step func(fd uintptr) bool
+
+	// step's arguments and results
+	req, buf   []byte
+	sent, n    int
+	wrote      bool
+	werr, rerr error
+}
+
+func newHTTPConn(conn net.Conn) *httpConn {
+	hc := &httpConn{conn: conn}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			hc.rc = rc
+			hc.step = hc.rawStep
+		}
+	}
+	return hc
+}
+
+// interrupt unblocks the exchange in flight on the connection.
+func (hc *httpConn) interrupt() { _ = hc.conn.SetDeadline(aLongTimeAgo) }
+
+// send writes req and reads the first bytes of the answer into buf. The
+// read deadline must be set (and the write deadline too, with TLS).
+//
+// On a plain connection the write and the wait are one RawConn.Read: the
+// write happens after the poller's read readiness is reset, so the
+// goroutine parks at once and reads only once the answer is there — not
+// a read that fails with EAGAIN first, as net.Conn.Read would do right
+// after the write.
+func (hc *httpConn) send(req, buf []byte, deadline time.Time) (n int, werr, rerr error) {
+	if hc.rc == nil {
+		if _, werr = hc.conn.Write(req); werr != nil {
+			return 0, werr, nil
+		}
+		n, rerr = hc.conn.Read(buf)
+		return n, nil, rerr
+	}
+	hc.req, hc.buf, hc.sent, hc.n, hc.wrote, hc.werr, hc.rerr = req, buf, 0, 0, false, nil, nil
+	err := hc.rc.Read(hc.step)
+	n, werr, rerr = hc.n, hc.werr, hc.rerr
+	sent, wrote := hc.sent, hc.wrote
+	hc.req, hc.buf, hc.werr, hc.rerr = nil, nil, nil, nil
+	switch {
+	case err != nil && !wrote:
+		return 0, err, nil
+	case err != nil:
+		return 0, nil, err
+	case werr != nil || rerr != nil:
+		return n, werr, rerr
+	case sent < len(req):
+		// The socket's send buffer was full (it never is, with one
+		// request at a time; but a write must not be lost): write the
+		// rest blocking, then read as usual.
+		_ = hc.conn.SetWriteDeadline(deadline)
+		if _, werr = hc.conn.Write(req[sent:]); werr != nil {
+			return 0, werr, nil
+		}
+		n, rerr = hc.conn.Read(buf)
+		return n, nil, rerr
+	}
+	return n, nil, nil
+}
+
+// rawStep is the RawConn.Read callback of send: its first call writes the
+// request and asks to wait for readability, the next ones read.
+func (hc *httpConn) rawStep(fd uintptr) bool {
+	if !hc.wrote {
+		hc.wrote = true
+		for hc.sent < len(hc.req) {
+			m, err := syscall.Write(int(fd), hc.req[hc.sent:])
+			switch err {
+			case nil:
+				hc.sent += m
+				continue
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+			default:
+				hc.werr = os.NewSyscallError("write", err)
+			}
+			return true // done, or the rest is written the ordinary way
+		}
+		return false // wait for the answer
+	}
+	for {
+		m, err := syscall.Read(int(fd), hc.buf)
+		switch err {
+		case nil:
+			hc.n = m
+			if m == 0 {
+				hc.rerr = io.EOF
+			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // a spurious wake-up
+		}
+		hc.rerr = os.NewSyscallError("read", err)
+		return true
+	}
+}
+
+// Close closes the kept-alive connection and interrupts an exchange in
+// flight; the manager calls it when the probe stops.
 func (c *httpChecker) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
 	if c.idle != nil {
-		abort(c.idle)
+		abort(c.idle.conn)
 		c.idle = nil
+	}
+	if c.busy != nil {
+		c.busy.interrupt()
 	}
 	return nil
 }
 
-func (c *httpChecker) takeIdle() net.Conn {
+func (c *httpChecker) takeIdle() *httpConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	conn := c.idle
+	hc := c.idle
 	c.idle = nil
-	return conn
+	return hc
 }
 
-// keep parks conn for the next probe; it reports false (and the caller
-// closes conn) when the checker is closed or already has one.
-func (c *httpChecker) keep(conn net.Conn) bool {
+// begin registers hc as the connection in flight, for Close to interrupt;
+// it reports false if the checker is closed.
+func (c *httpChecker) begin(hc *httpConn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.idle != nil {
+	if c.closed {
 		return false
 	}
-	_ = conn.SetDeadline(time.Time{})
-	c.idle = conn
+	c.busy = hc
+	return true
+}
+
+// end unregisters hc and, if keep, parks it for the next probe; it
+// reports whether it did (false: the caller closes hc).
+func (c *httpChecker) end(hc *httpConn, keep bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy == hc {
+		c.busy = nil
+	}
+	if !keep || c.closed || c.idle != nil {
+		return false
+	}
+	// Its read deadline stays: harmless on an idle connection, and the
+	// next probe sets its own.
+	c.idle = hc
 	return true
 }
 
@@ -352,8 +484,8 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b
 func (c *httpChecker) Check(ctx context.Context) Result {
 	start := time.Now()
 	if c.keepAlive {
-		if conn := c.takeIdle(); conn != nil {
-			res, stale := c.exchange(ctx, conn, start, true)
+		if hc := c.takeIdle(); hc != nil {
+			res, stale := c.exchange(ctx, hc, start, true)
 			if !stale {
 				return res
 			}
@@ -365,7 +497,6 @@ func (c *httpChecker) Check(ctx context.Context) Result {
 	if err != nil {
 		return failed(start, "connect: "+dialError(ctx, err, start))
 	}
-	rw := conn
 	if c.tls != nil {
 		tc := tls.Client(conn, c.tls)
 		if dl, ok := ctx.Deadline(); ok {
@@ -378,90 +509,139 @@ func (c *httpChecker) Check(ctx context.Context) Result {
 			abort(conn)
 			return failed(start, "tls handshake: "+ioError(ctx, err, start))
 		}
-		rw = tc
+		conn = tc
 	}
-	res, _ := c.exchange(ctx, rw, start, false)
+	res, _ := c.exchange(ctx, newHTTPConn(conn), start, false)
 	return res
 }
 
-// exchange sends the request on conn and reads the verdict. The connection
+// exchange sends the request on hc and reads the verdict. The connection
 // is closed afterwards, with RST like the TCP check (the probe never keeps
 // a TIME_WAIT socket, whichever side closes first), unless it is kept
 // alive for the next probe. stale reports that a reused connection failed
 // before any byte of a response arrived: the server had closed it.
-func (c *httpChecker) exchange(ctx context.Context, rw net.Conn, start time.Time, reused bool) (res Result, stale bool) {
-	kept := false
+//
+// The probe's deadline is set on the socket. Cancellation before it
+// (target removed, shutdown) interrupts the exchange too: through Close,
+// which the Manager calls when it stops a probe, or through
+// context.AfterFunc for a context that is not a Manager's round.
+func (c *httpChecker) exchange(ctx context.Context, hc *httpConn, start time.Time, reused bool) (res Result, stale bool) {
+	dl, _ := ctx.Deadline()
+	if hc.rc != nil && !c.needBody {
+		_ = hc.conn.SetReadDeadline(dl) // send writes without blocking
+	} else {
+		_ = hc.conn.SetDeadline(dl)
+	}
+	keep := false
+	if !c.begin(hc) {
+		abort(hc.conn)
+		return failed(start, "canceled"), false
+	}
 	defer func() {
-		if !kept {
-			abort(rw)
+		if !c.end(hc, keep) {
+			abort(hc.conn)
 		}
 	}()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = rw.SetDeadline(dl)
+	if _, ok := ctx.(*roundCtx); !ok {
+		stop := context.AfterFunc(ctx, hc.interrupt)
+		defer stop()
 	}
-	// Cancellation before the deadline (target removed, shutdown) unblocks
-	// the exchange too.
-	stop := context.AfterFunc(ctx, func() { _ = rw.SetDeadline(aLongTimeAgo) })
-	defer stop()
-	isStale := func(err error) bool {
-		return reused && ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-			errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+	if c.needBody {
+		return c.exchangeBody(ctx, hc.conn, start, reused, &keep)
 	}
 
+	bp := respBufPool.Get().(*[]byte)
+	defer respBufPool.Put(bp)
+	b := respReader{buf: *bp, src: hc.conn}
+	n, werr, rerr := hc.send(c.req, b.buf, dl)
+	if werr != nil {
+		return failed(start, "sending the request: "+ioError(ctx, werr, start)), c.isStale(ctx, reused, werr)
+	}
+	if errors.Is(rerr, io.EOF) {
+		rerr = io.ErrUnexpectedEOF
+	}
+	if rerr != nil {
+		return failed(start, "reading the response: "+ioError(ctx, rerr, start)), c.isStale(ctx, reused, rerr)
+	}
+	b.w = n
+	code, http11, err := b.readStatus()
+	if err != nil {
+		return failedNow(start, "reading the response: "+c.headError(ctx, err, start))
+	}
+	if !c.statusOK(code) {
+		return failedNow(start, "status "+strconv.Itoa(code)+", expected "+c.statusText)
+	}
+	h, err := b.readHeaders(code, http11)
+	if err != nil {
+		return failedNow(start, "reading the response headers: "+c.headError(ctx, err, start))
+	}
+	res = Result{OK: true, Detail: "status " + strconv.Itoa(code)}
+	if c.keepAlive && h.reusable {
+		// Skip the body (bounded): the connection can carry the next
+		// request only from the end of this response. A body that does
+		// not come changes nothing to the verdict, only to the reuse.
+		switch {
+		case h.chunked:
+			keep = b.skipChunked(int64(c.maxBody)) == nil
+		case h.bodyLen <= int64(c.maxBody):
+			keep = b.discard(h.bodyLen) == nil
+		}
+		keep = keep && b.buffered() == 0 // bytes beyond the response: do not trust the connection
+	}
+	res.Duration = time.Since(start)
+	return res, false
+}
+
+// headError is the detail of a failure of readStatus or readHeaders.
+func (c *httpChecker) headError(ctx context.Context, err error, start time.Time) string {
+	var bad *badStatusError
+	switch {
+	case errors.As(err, &bad):
+		return "malformed HTTP status line " + strconv.QuoteToASCII(string(bytes.TrimSpace(bad.line[:min(len(bad.line), 64)])))
+	case errors.Is(err, errStatusTooLong):
+		return err.Error()
+	}
+	return ioError(ctx, err, start)
+}
+
+// isStale: err, before any byte of the answer, says that the server had
+// closed the reused connection.
+func (c *httpChecker) isStale(ctx context.Context, reused bool, err error) bool {
+	return reused && ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+}
+
+// exchangeBody is exchange when the check needs the body: net/http parses
+// the whole response (chunked encoding, Content-Length).
+func (c *httpChecker) exchangeBody(ctx context.Context, rw net.Conn, start time.Time, reused bool, keep *bool) (res Result, stale bool) {
 	if _, err := rw.Write(c.req); err != nil {
-		return failed(start, "sending the request: "+ioError(ctx, err, start)), isStale(err)
+		return failed(start, "sending the request: "+ioError(ctx, err, start)), c.isStale(ctx, reused, err)
 	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(rw)
 	defer func() { br.Reset(nil); readerPool.Put(br) }()
-	if c.keepAlive {
-		if _, err := br.Peek(1); err != nil {
-			return failed(start, "reading the response: "+ioError(ctx, err, start)), isStale(err)
+	if _, err := br.Peek(1); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
 		}
-		res, kept = c.readKeepAlive(ctx, br, start)
-		if kept && (br.Buffered() > 0 || !c.keep(rw)) {
-			kept = false // bytes beyond the response, or nowhere to park it
-		}
-		return res, false
+		return failed(start, "reading the response: "+ioError(ctx, err, start)), c.isStale(ctx, reused, err)
 	}
-	var code int
-	if c.needBody {
-		// The body is needed: parse the whole response (chunked
-		// encoding, Content-Length).
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return failedNow(start, "reading the response: "+ioError(ctx, err, start))
-		}
-		code = resp.StatusCode
-		if !c.statusOK(code) {
-			return failedNow(start, "status "+strconv.Itoa(code)+", expected "+c.statusText)
-		}
-		if detail, ok := c.checkBody(ctx, resp.Body, start); !ok {
-			return failedNow(start, detail)
-		}
-	} else {
-		// Only the status matters: parse the status line, then skip
-		// the headers without building a header map; no body.
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return failedNow(start, "reading the response: malformed HTTP status line (too long)")
-			}
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return failedNow(start, "reading the response: "+ioError(ctx, err, start))
-		}
-		var ok bool
-		if code, ok = parseStatusLine(line); !ok {
-			return failedNow(start, "reading the response: malformed HTTP status line "+strconv.QuoteToASCII(string(bytes.TrimSpace(line[:min(len(line), 64)]))))
-		}
-		if !c.statusOK(code) {
-			return failedNow(start, "status "+strconv.Itoa(code)+", expected "+c.statusText)
-		}
-		if err := skipHeaders(br); err != nil {
-			return failedNow(start, "reading the response headers: "+ioError(ctx, err, start))
-		}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return failedNow(start, "reading the response: "+ioError(ctx, err, start))
+	}
+	code := resp.StatusCode
+	if !c.statusOK(code) {
+		return failedNow(start, "status "+strconv.Itoa(code)+", expected "+c.statusText)
+	}
+	if detail, ok := c.checkBody(ctx, resp.Body, start); !ok {
+		return failedNow(start, detail)
+	}
+	if c.keepAlive {
+		// Drain what is left of the body (bounded): the connection is
+		// reusable only at the end of this response.
+		n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, int64(c.maxBody)+1))
+		*keep = err == nil && n <= int64(c.maxBody) && !resp.Close && br.Buffered() == 0
 	}
 	return Result{OK: true, Detail: "status " + strconv.Itoa(code), Duration: time.Since(start)}, false
 }
@@ -469,65 +649,15 @@ func (c *httpChecker) exchange(ctx context.Context, rw net.Conn, start time.Time
 // failedNow is a failed result that is a verdict (not a stale connection).
 func failedNow(start time.Time, detail string) (Result, bool) { return failed(start, detail), false }
 
-// readKeepAlive reads a whole response (the body too, so the connection can
-// carry the next request) and says whether the connection may be kept.
-func (c *httpChecker) readKeepAlive(ctx context.Context, br *bufio.Reader, start time.Time) (Result, bool) {
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return failed(start, "reading the response: "+ioError(ctx, err, start)), false
-	}
-	code := resp.StatusCode
-	if !c.statusOK(code) {
-		return failed(start, "status "+strconv.Itoa(code)+", expected "+c.statusText), false
-	}
-	if c.needBody {
-		if detail, ok := c.checkBody(ctx, resp.Body, start); !ok {
-			return failed(start, detail), false
-		}
-	}
-	// Drain what is left of the body (bounded): the connection is reusable
-	// only at the end of this response.
-	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, int64(c.maxBody)+1))
-	reusable := err == nil && n <= int64(c.maxBody) && !resp.Close
-	return Result{OK: true, Detail: "status " + strconv.Itoa(code), Duration: time.Since(start)}, reusable
-}
-
 // maxHeaderBytes bounds the header block a check reads (net/http's
 // default limit).
 const maxHeaderBytes = 1 << 20
 
 var errHeadersTooLong = errors.New("header block longer than 1 MiB")
 
-// skipHeaders reads the header block up to its final empty line without
-// parsing it: a response cut off in its headers fails the check.
-func skipHeaders(br *bufio.Reader) error {
-	total := 0
-	atLineStart := true
-	for {
-		line, err := br.ReadSlice('\n')
-		total += len(line)
-		if total > maxHeaderBytes {
-			return errHeadersTooLong
-		}
-		switch {
-		case err == nil:
-			if atLineStart && (len(line) == 1 || (len(line) == 2 && line[0] == '\r')) {
-				return nil
-			}
-			atLineStart = true
-		case errors.Is(err, bufio.ErrBufferFull):
-			atLineStart = false // a long line: go on reading it
-		case errors.Is(err, io.EOF):
-			return io.ErrUnexpectedEOF
-		default:
-			return err
-		}
-	}
-}
-
 // parseStatusLine parses "HTTP/1.x NNN[ reason]\r\n" and returns the code.
 func parseStatusLine(line []byte) (int, bool) {
-	line = bytes.TrimRight(line, "\r\n")
+	line = trimEOL(line) // one "\n", then one "\r": "200\r\r\n" is no status line
 	if len(line) < len("HTTP/1.1 200") || string(line[:7]) != "HTTP/1." ||
 		line[7] < '0' || line[7] > '9' || line[8] != ' ' {
 		return 0, false

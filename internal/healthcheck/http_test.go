@@ -179,10 +179,11 @@ func TestHTTPKeepAlive(t *testing.T) {
 	srv.Config.SetKeepAlivesEnabled(true)
 	res, _ = runCheck(t, c, time.Second)
 	wantResult(t, res, true, "status 200")
+	// (Counted as connections still open on the server: the closes of the
+	// earlier "Connection: close" ones may still be on their way.)
+	waitFor(t, 5*time.Second, "one connection open, the kept one", func() bool { return opened.Load()-closed.Load() == 1 })
 	closeChecker(c)
-	// The "Connection: close" ones may still be closing on the server's
-	// side: wait for every connection, the kept one included, to be closed.
-	waitFor(t, 5*time.Second, "Close closed the kept connection", func() bool { return closed.Load() == opened.Load() })
+	waitFor(t, 5*time.Second, "Close closed the kept connection", func() bool { return opened.Load() == closed.Load() })
 
 	// A dead server fails the probe, kept connection or not.
 	c2 := newChecker(t, HTTPSpec{Addr: addr, Path: "/ok", KeepAlive: true}, nil)
@@ -499,6 +500,7 @@ func TestParseStatusLine(t *testing.T) {
 		"HTTP/1.0 503 Unavailable\r\n":   503,
 		"HTTP/1.1 204\r\n":               204,
 		"HTTP/1.1 302 \n":                302,
+		"HTTP/1.1 204\r\r\n":             -1,
 		"HTTP/1.1 999 whatever\r\n":      999,
 		"HTTP/1.1 099 low\r\n":           -1,
 		"HTTP/1.1 20 OK\r\n":             -1,
@@ -540,25 +542,4 @@ func FuzzParseStatusLine(f *testing.F) {
 			t.Fatalf("%q: code %d; net/http says %d", line, code, resp.StatusCode)
 		}
 	})
-}
-
-func TestSkipHeaders(t *testing.T) {
-	long := "X-Long: " + strings.Repeat("a", 10000) + "\r\n"
-	for _, tc := range []struct {
-		in   string
-		want error
-	}{
-		{"\r\n", nil},
-		{"\n", nil},
-		{"A: b\r\nC: d\r\n\r\nbody", nil},
-		{long + "\r\n", nil},
-		{"A: b\r\n", io.ErrUnexpectedEOF},
-		{"A: b", io.ErrUnexpectedEOF},
-		{strings.Repeat(long, 120) + "\r\n", errHeadersTooLong},
-	} {
-		err := skipHeaders(bufio.NewReaderSize(strings.NewReader(tc.in), 4096))
-		if err != tc.want {
-			t.Errorf("skipHeaders(%.40q…) = %v; want %v", tc.in, err, tc.want)
-		}
-	}
 }

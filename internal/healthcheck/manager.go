@@ -80,21 +80,26 @@ type probe struct {
 	timeout  time.Duration
 
 	// guarded by the wheel's mutex
-	wheelDue   time.Duration // since the wheel's epoch
-	wheelIndex int           // in the wheel's heap; -1: not there
+	wheelTick  int64 // the wheel's tick of the next round
+	wheelIndex int   // in the wheel's slot; -1: not there
 
 	mu      sync.Mutex
 	stopped bool
-	// cancelRound cancels the check in flight, if any.
-	cancelRound context.CancelFunc
-	subs        []*target
-	anchor      time.Time // the current round's fixed-rate slot
-	due         time.Time // when the current round was scheduled to start
-	streakOK    bool
-	streak      int
-	last        Result
-	lastAt      time.Time
-	rounds      uint64
+	// round is the context of the check in flight, if any.
+	round    *roundCtx
+	subs     []*target
+	anchor   time.Time // the current round's fixed-rate slot
+	due      time.Time // when the current round was scheduled to start
+	streakOK bool
+	streak   int
+	// quiet: the latest round changed no subscriber, and the streak has
+	// reached every subscriber's rise and fall: while the results stay the
+	// same (and carry no weight), no subscriber will change, and record
+	// skips them. Cleared when the subscribers or their specs change.
+	quiet  bool
+	last   Result
+	lastAt time.Time
+	rounds uint64
 }
 
 // NewManager returns a Manager with no targets.
@@ -187,6 +192,7 @@ func (m *Manager) Update(id TargetID, spec Spec) error {
 	old := t.probe
 	if spec.probeKey() == old.key {
 		old.mu.Lock()
+		old.quiet = false
 		t.spec = spec
 		old.mu.Unlock()
 		return nil
@@ -248,6 +254,7 @@ func (m *Manager) probeLocked(spec Spec) (*probe, error) {
 
 func (m *Manager) attachLocked(t *target, p *probe) {
 	p.mu.Lock()
+	p.quiet = false
 	p.subs = append(p.subs, t)
 	p.mu.Unlock()
 	t.probe = p
@@ -272,11 +279,13 @@ func (m *Manager) detachLocked(t *target) {
 func (p *probe) stopLocked() {
 	p.stopped = true
 	p.m.wheel.remove(p)
-	if p.cancelRound != nil {
-		p.cancelRound() // the check in flight returns at once, then run closes the checker
-	} else {
-		closeChecker(p.checker)
+	if p.round != nil {
+		p.round.cancel(context.Canceled) // the check in flight returns at once
 	}
+	// This interrupts the check in flight too, if the checker has a
+	// Close: the HTTP check does not watch its round's context (see
+	// httpChecker.exchange). run closes it again once the check is over.
+	closeChecker(p.checker)
 }
 
 // closeChecker releases what a checker keeps between rounds (an HTTP
@@ -317,18 +326,17 @@ func (m *Manager) Close() error {
 func (p *probe) run() {
 	m := p.m
 	start := time.Now()
-	// A context of its own per round (no parent: registering with one
-	// costs a map per round), canceled by stopLocked if the probe stops.
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(p.timeout))
+	// A context of its own per round, canceled by stopLocked if the probe
+	// stops.
+	ctx := &roundCtx{deadline: start.Add(p.timeout)}
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		cancel()
 		return
 	}
 	m.running.Add(1)
 	due := p.due
-	p.cancelRound = cancel
+	p.round = ctx
 	p.mu.Unlock()
 	defer m.running.Done()
 
@@ -337,7 +345,7 @@ func (p *probe) run() {
 	}
 	m.inFlight.Add(1)
 	res := p.check(ctx)
-	cancel()
+	ctx.cancel(context.Canceled)
 	m.inFlight.Add(-1)
 	at := time.Now()
 	if res.Duration == 0 {
@@ -350,7 +358,7 @@ func (p *probe) run() {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cancelRound = nil
+	p.round = nil
 	if p.stopped {
 		closeChecker(p.checker)
 		return // removed while the check ran: its result belongs to no one
@@ -380,9 +388,15 @@ func (p *probe) record(res Result, at time.Time) {
 	if p.streak > 0 && res.OK == p.streakOK {
 		p.streak++
 	} else {
-		p.streakOK, p.streak = res.OK, 1
+		p.streakOK, p.streak, p.quiet = res.OK, 1, false
 	}
+	if p.quiet && !res.HasWeight {
+		return
+	}
+	changed := false
+	reached := true // the streak has reached every subscriber's rise and fall
 	for _, t := range p.subs {
+		reached = reached && p.streak >= t.spec.Rise && p.streak >= t.spec.Fall
 		to := t.state
 		switch {
 		case res.OK && p.streak >= t.spec.Rise:
@@ -406,10 +420,12 @@ func (p *probe) record(res Result, at time.Time) {
 		default:
 			continue
 		}
+		changed = true
 		p.m.log.Debug("healthcheck: transition", "target", t.id, "from", tr.From, "to", tr.To,
 			"detail", tr.Detail, "consecutive", tr.ConsecutiveCount)
 		p.m.q.push(tr)
 	}
+	p.quiet = !changed && reached && !res.HasWeight
 }
 
 // scheduleLocked queues the next round: the next fixed-rate
@@ -509,3 +525,131 @@ func (m *Manager) Stats() Stats {
 	s.Transitions, s.Coalesced = m.q.counts()
 	return s
 }
+
+// roundCtx is the context of one round: its deadline, and a cancel when
+// the probe stops. It costs one small allocation when nothing waits on
+// Done (an HTTP check over a kept-alive connection enforces the deadline
+// on its socket); context.WithDeadline costs a timer and a cancelCtx per
+// round, and a child map for every context.AfterFunc on it. Done is made
+// (with its timer for the deadline) on first use. It implements the
+// AfterFunc method that package context looks for, so that
+// context.AfterFunc and the contexts derived from it need no goroutine to
+// watch it.
+type roundCtx struct {
+	deadline time.Time
+
+	mu    sync.Mutex
+	done  chan struct{}
+	timer *time.Timer
+	err   error
+	funcs []*roundFunc
+}
+
+// roundFunc is a function registered by AfterFunc.
+type roundFunc struct {
+	f    func()
+	done bool // started, or stopped
+}
+
+func (c *roundCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *roundCtx) Value(any) any { return nil }
+
+func (c *roundCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	if c.done != nil {
+		defer c.mu.Unlock()
+		return c.done
+	}
+	c.done = make(chan struct{})
+	done := c.done
+	var funcs []*roundFunc
+	if c.err != nil {
+		close(c.done)
+	} else if d := time.Until(c.deadline); d <= 0 {
+		funcs = c.endLocked(context.DeadlineExceeded)
+	} else {
+		c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
+	}
+	c.mu.Unlock()
+	startFuncs(funcs)
+	return done
+}
+
+// Err is DeadlineExceeded from the deadline on, even if no timer has
+// fired yet (Done is then closed first, as the contract of Err asks).
+func (c *roundCtx) Err() error {
+	c.mu.Lock()
+	var funcs []*roundFunc
+	if c.err == nil && !time.Now().Before(c.deadline) {
+		funcs = c.endLocked(context.DeadlineExceeded)
+	}
+	err := c.err
+	c.mu.Unlock()
+	startFuncs(funcs)
+	return err
+}
+
+// AfterFunc arranges for f to run in its own goroutine once the context
+// is done, like context.AfterFunc.
+func (c *roundCtx) AfterFunc(f func()) (stop func() bool) {
+	c.Done() // arms the deadline's timer
+	rf := &roundFunc{f: f}
+	c.mu.Lock()
+	if c.err != nil {
+		rf.done = true
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.funcs = append(c.funcs, rf)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		stopped := !rf.done
+		rf.done = true
+		return stopped
+	}
+}
+
+func (c *roundCtx) cancel(err error) {
+	c.mu.Lock()
+	var funcs []*roundFunc
+	if c.err == nil {
+		funcs = c.endLocked(err)
+	}
+	c.mu.Unlock()
+	startFuncs(funcs)
+}
+
+// endLocked ends the context with err, and returns the functions to
+// start (once c.mu is released).
+func (c *roundCtx) endLocked(err error) []*roundFunc {
+	c.err = err
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	funcs := c.funcs
+	c.funcs = nil
+	for i, rf := range funcs {
+		if rf.done {
+			funcs[i] = nil
+		}
+		rf.done = true
+	}
+	return funcs
+}
+
+func startFuncs(funcs []*roundFunc) {
+	for _, rf := range funcs {
+		if rf != nil {
+			go rf.f()
+		}
+	}
+}
+
+func (c *roundCtx) String() string { return "healthcheck.roundCtx" }
