@@ -50,17 +50,35 @@ type arpTarget struct {
 	addr   netip.Addr
 }
 
-// Node-loss probe timing: two ARP requests, 2 ms apart. An ARP reply on a
-// LAN takes well under a millisecond; two chances absorb one lost frame.
+// Node-loss probe timing: three ARP requests, each given an eighth of the
+// fastest link's interval (at least 2 ms, at most 50 ms) for its answer. An
+// ARP reply on a LAN takes well under a millisecond; three chances absorb
+// lost frames, and the longer wait on slower links (where the probe is not
+// what makes detection slow) keeps a loaded peer from being taken for dead.
 const (
-	nodeLossTries = 2
-	nodeLossWait  = 2 * time.Millisecond
+	nodeLossTries   = 3
+	nodeLossWaitMin = 2 * time.Millisecond
+	nodeLossWaitMax = 50 * time.Millisecond
 )
+
+// nodeLossWait is the per-try wait for links whose fastest interval is
+// fastest.
+func nodeLossWait(fastest time.Duration) time.Duration {
+	return min(max(fastest/8, nodeLossWaitMin), nodeLossWaitMax)
+}
 
 // newNodeLoss watches the links named in links; nil when there is nothing
 // to probe (no IPv4 VRRP interface shared with the peer).
 func newNodeLoss(cfg *config.Config, peer *config.Node, links []string, lastRx func(string) time.Time, lost func([]netip.Addr), log *slog.Logger) *nodeLoss {
-	n := &nodeLoss{log: log, lost: lost, addrs: nodeAddrs(peer), tries: nodeLossTries, wait: nodeLossWait,
+	fastest := time.Duration(0)
+	for _, l := range cfg.Links {
+		for _, name := range links {
+			if l.Name == name && (fastest == 0 || l.Interval.D() < fastest) {
+				fastest = l.Interval.D()
+			}
+		}
+	}
+	n := &nodeLoss{log: log, lost: lost, addrs: nodeAddrs(peer), tries: nodeLossTries, wait: nodeLossWait(fastest),
 		probe: heartbeat.ProbeARP, lastRx: lastRx, links: map[string]bool{}, quietRx: map[string]time.Time{}, armed: true}
 	seen := map[string]bool{}
 	for _, in := range cfg.Instances {

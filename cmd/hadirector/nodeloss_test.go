@@ -152,3 +152,17 @@ links = ["a", "b"]
 		t.Error("a watcher without links")
 	}
 }
+
+func TestNodeLossWait(t *testing.T) {
+	for _, tc := range []struct{ fastest, want time.Duration }{
+		{2 * time.Millisecond, 2 * time.Millisecond},
+		{10 * time.Millisecond, 2 * time.Millisecond},
+		{40 * time.Millisecond, 5 * time.Millisecond},
+		{250 * time.Millisecond, 31250 * time.Microsecond},
+		{time.Second, 50 * time.Millisecond},
+	} {
+		if got := nodeLossWait(tc.fastest); got != tc.want {
+			t.Errorf("nodeLossWait(%v) = %v, want %v", tc.fastest, got, tc.want)
+		}
+	}
+}

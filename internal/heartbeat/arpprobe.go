@@ -46,10 +46,22 @@ func ProbeARP(ifname string, target netip.Addr, tries int, wait time.Duration) (
 			}
 			return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
 		}
+		drained := false
 		for {
 			p, _, err := c.Read()
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break // next try
+				if drained {
+					break // next try
+				}
+				// A read whose deadline has passed fails before it looks
+				// at the socket: if this goroutine ran late (a loaded
+				// machine), an answer may be waiting there. Look once
+				// more, with a deadline still ahead.
+				drained = true
+				if err := c.SetDeadline(time.Now().Add(200 * time.Microsecond)); err != nil {
+					return false, err
+				}
+				continue
 			}
 			if err != nil {
 				return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
