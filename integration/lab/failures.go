@@ -53,7 +53,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "Both directors' health checks took %s out of IPVS, %s: %s after the kill (bound: %s = %s).",
+	say(out, "The directors' health checks took %s out of IPVS, %s: %s from the kill (bound: %s = %s).",
 		victim, facts.Removal(), perDirector(l.names(), outT, facts.Out), facts.OutHow, ms(facts.Out))
 	outAt := time.Now()
 	if len(outT) == len(b.LBs) {
@@ -84,7 +84,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "Both directors' health checks brought %s back at weight %d: %s after the revival (bound: %s = %s).",
+	say(out, "The directors' health checks brought %s back at weight %d: %s from the revival (bound: %s = %s).",
 		victim, facts.Weight, perDirector(l.names(), backT, facts.Back), facts.BackHow, ms(facts.Back))
 	backAt := time.Now()
 	if len(backT) == len(b.LBs) {
@@ -159,7 +159,7 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "Link %s is DOWN on %s after the cut (%s heartbeats missed).", link.Name, perDirector(l.names(), down, 0), link.Interval)
+	say(out, "Link %s went DOWN on %s from the cut (3 heartbeats of %s missed).", link.Name, perDirector(l.names(), down, 0), link.Interval)
 	if err := sleep(ctx, l.o.Phase); err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "Cable restored: link %s is up again on %s.", link.Name, perDirector(l.names(), up, 0))
+	say(out, "Cable restored: link %s came up again on %s from the restore.", link.Name, perDirector(l.names(), up, 0))
 	if err := l.settle(ctx, atFail); err != nil {
 		return nil, err
 	}

@@ -251,8 +251,10 @@ func (s Summary) printServer(p printer, reals []string) string {
 	p("  master before:    %s", s.MasterBefore)
 	p("  failed:           %s", s.Failed)
 	p("  master after:     %s: no failover (a real server's failure is the health checks' business)", s.MasterAfter)
-	p("  taken out:        %s %s by %s; bound %s = %s", o.Server, f.Removal(), perDirector(s.Directors, o.Out, f.Out), f.OutHow, ms(f.Out))
-	p("  brought back:     %s at weight %d by %s from its revival; bound %s = %s", o.Server, f.Weight, perDirector(s.Directors, o.Back, f.Back), f.BackHow, ms(f.Back))
+	p("  taken out:        %s %s by %s from the kill", o.Server, f.Removal(), perDirector(s.Directors, o.Out, f.Out))
+	p("                    (bound: %s = %s)", f.OutHow, ms(f.Out))
+	p("  brought back:     %s at weight %d by %s from its revival", o.Server, f.Weight, perDirector(s.Directors, o.Back, f.Back))
+	p("                    (bound: %s = %s)", f.BackHow, ms(f.Back))
 	s.printServed(p, reals, s.MasterBefore)
 	p("  while out:        answers %s", spread(o.WhileOut, reals))
 	p("  after its return: answers %s", spread(o.AfterBack, reals))
@@ -288,8 +290,8 @@ func (s Summary) printLink(p printer, reals []string) string {
 	} else {
 		p("  master after:     %s; VRRP transitions: %s", s.MasterAfter, strings.Join(o.Changes, ", "))
 	}
-	p("  %-18sDOWN on %s after the cut", "link "+o.Link+":", perDirector(s.Directors, o.Down, 0))
-	p("                    up again on %s after the restore (cut for %s)", perDirector(s.Directors, o.Up, 0), ms(o.Cut))
+	p("  %-18sDOWN on %s from the cut", "link "+o.Link+":", perDirector(s.Directors, o.Down, 0))
+	p("                    up again on %s from the restore (cut for %s)", perDirector(s.Directors, o.Up, 0), ms(o.Cut))
 	if len(o.Warnings) == 0 {
 		p("  warned:           nothing in the directors' logs")
 	}

@@ -104,8 +104,10 @@ func TestServerSummary(t *testing.T) {
 	for _, want := range []string{
 		"== Real server failure summary",
 		"master after:     lb1: no failover",
-		`taken out:        rs2 at weight 0 (on_failure = "drain") by lb1 after 2.1s, lb2 after 4s (late); bound fall 3 × interval 1s + timeout 900ms = 3.9s`,
+		`taken out:        rs2 at weight 0 (on_failure = "drain") by lb1 after 2.1s, lb2 after 4s (late) from the kill`,
+		"(bound: fall 3 × interval 1s + timeout 900ms = 3.9s)",
 		"brought back:     rs2 at weight 1 by lb1 after 1s, lb2 after 1.1s from its revival",
+		"(bound: rise 2 × interval 1s + timeout 900ms = 2.9s)",
 		"while out:        answers rs1 40, rs2 0, rs3 40",
 		"10 failed (refused 10)",
 		"is refused by its kernel",
@@ -168,8 +170,8 @@ func TestLinkSummary(t *testing.T) {
 	for _, want := range []string{
 		"== Heartbeat link failure summary",
 		"master after:     lb1: no failover, no VRRP transition on either director",
-		"link hb:          DOWN on lb1 after 900ms, lb2 after 880ms after the cut",
-		"up again on lb1 after 80ms, lb2 after 90ms after the restore (cut for 4s)",
+		"link hb:          DOWN on lb1 after 900ms, lb2 after 880ms from the cut",
+		"up again on lb1 after 80ms, lb2 after 90ms from the restore (cut for 4s)",
 		"warned:           lb2: heartbeat link DOWN: the peer is not heard on it (link hb)\n                    lb2: the links failed\n",
 		"lb1 served:       30 new connections",
 		"clients waited:   no answer for at most 0s from the cut on",
