@@ -39,6 +39,10 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	master := l.master(ctx)
+	before, err := l.transitions(ctx)
+	if err != nil {
+		return nil, err
+	}
 	srv := b.Servers[victim]
 	held := srv.Conns()
 	atFail := l.answered()
@@ -95,12 +99,16 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	afterBack := tally(l.pr.since(backAt))
 	say(out, "Answers in %s since its return: %s", time.Since(backAt).Round(100*time.Millisecond), spread(afterBack, reals))
+	changes, err := l.changesSince(ctx, before, "kill", kill)
+	if err != nil {
+		return nil, err
+	}
 	masterAfter := l.master(ctx)
 	samples, reports := l.stopTraffic()
 	kept, keptAt, lost := SplitStreams(reports, atFail, victim)
 	sayBroken(out, kept, "kill", kill)
 	return &Summary{
-		Kind: FailServer, MasterBefore: master, MasterAfter: masterAfter, Failed: failed,
+		Kind: FailServer, MasterBefore: master, MasterAfter: masterAfter, Failed: failed, Changes: changes,
 		Waits:    ClientWaits(samples, kill),
 		Survival: ConnSurvival(kept, keptAt),
 		Server: &ServerOutcome{
@@ -180,7 +188,7 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err := l.settle(ctx, atFail); err != nil {
 		return nil, err
 	}
-	changes, err := l.changesSince(ctx, before)
+	changes, err := l.changesSince(ctx, before, "cut", cut)
 	if err != nil {
 		return nil, err
 	}
@@ -194,12 +202,12 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	samples, reports := l.stopTraffic()
 	sayBroken(out, reports, "cut", cut)
 	return &Summary{
-		Kind: FailLink, MasterBefore: master, MasterAfter: masterAfter, Failed: failed,
+		Kind: FailLink, MasterBefore: master, MasterAfter: masterAfter, Failed: failed, Changes: changes,
 		Waits:    ClientWaits(samples, cut),
 		Survival: ConnSurvival(reports, atFail),
 		Link: &LinkOutcome{
 			Link: link.Name, Iface: link.Interface, Cut: restore.Sub(cut),
-			Down: down, Up: up, Changes: changes, Warnings: warnings,
+			Down: down, Up: up, Warnings: warnings,
 		},
 	}, nil
 }
@@ -324,8 +332,8 @@ func (l *Lab) transitions(ctx context.Context) (map[string]time.Time, error) {
 }
 
 // changesSince describes the directors whose last VRRP transition is not
-// the one in before: "lb2 MASTER (its reason)".
-func (l *Lab) changesSince(ctx context.Context, before map[string]time.Time) ([]string, error) {
+// the one in before: "lb2 went BACKUP 1.2s after the kill (its reason)".
+func (l *Lab) changesSince(ctx context.Context, before map[string]time.Time, event string, at time.Time) ([]string, error) {
 	ins, err := l.instances(ctx)
 	if err != nil {
 		return nil, err
@@ -333,7 +341,7 @@ func (l *Lab) changesSince(ctx context.Context, before map[string]time.Time) ([]
 	var out []string
 	for _, name := range l.names() {
 		if in := ins[name]; in != nil && !in.LastTransition.Equal(before[name]) {
-			out = append(out, fmt.Sprintf("%s %s (%s)", name, in.State, in.LastReason))
+			out = append(out, fmt.Sprintf("%s went %s %s after the %s (%s)", name, in.State, ms(in.LastTransition.Sub(at)), event, in.LastReason))
 		}
 	}
 	return out, nil

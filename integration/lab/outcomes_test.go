@@ -103,7 +103,7 @@ func TestServerSummary(t *testing.T) {
 	}
 	for _, want := range []string{
 		"== Real server failure summary",
-		"master after:     lb1: no failover",
+		"master after:     lb1: no failover, no VRRP transition on either director\n                    (a real server's failure is the health checks' business)",
 		`taken out:        rs2 at weight 0 (on_failure = "drain") by lb1 after 2.1s, lb2 after 4s (late) from the kill`,
 		"(bound: fall 3 × interval 1s + timeout 900ms = 3.9s)",
 		"brought back:     rs2 at weight 1 by lb1 after 1s, lb2 after 1.1s from its revival",
@@ -126,6 +126,7 @@ func TestServerSummary(t *testing.T) {
 		want   string
 	}{
 		"failover":         {func(s *Summary) { s.MasterAfter = "lb2" }, "needless failover"},
+		"a passing one":    {func(s *Summary) { s.Changes = []string{"lb2 BACKUP (higher-priority master)"} }, "needless VRRP transitions: lb2 BACKUP"},
 		"lb2 never out":    {func(s *Summary) { delete(s.Server.Out, "lb2") }, "lb2 did not take rs2 out"},
 		"lb1 never back":   {func(s *Summary) { delete(s.Server.Back, "lb1") }, "lb1 did not bring rs2 back"},
 		"still served":     {func(s *Summary) { s.Server.WhileOut["rs2"] = 3 }, "3 short requests went to rs2 while it was out"},
@@ -191,7 +192,7 @@ func TestLinkSummary(t *testing.T) {
 	}{
 		"failover":       {func(s *Summary) { s.MasterAfter = "lb2" }, "needless failover"},
 		"both masters":   {func(s *Summary) { s.MasterAfter = "lb1+lb2" }, "needless failover"},
-		"a blip":         {func(s *Summary) { s.Link.Changes = []string{"lb2 BACKUP (higher-priority master)"} }, "VRRP transitions: lb2 BACKUP"},
+		"a blip":         {func(s *Summary) { s.Changes = []string{"lb2 BACKUP (higher-priority master)"} }, "needless VRRP transitions: lb2 BACKUP"},
 		"never down":     {func(s *Summary) { delete(s.Link.Down, "lb2") }, "lb2 never showed link hb DOWN"},
 		"not back":       {func(s *Summary) { delete(s.Link.Up, "lb1") }, "lb1 did not show link hb up again"},
 		"a conn broke":   {func(s *Summary) { s.Survival.Survived, s.Survival.Breaks = 199, map[string]int{"timeout": 1} }, "199 of 200"},

@@ -108,7 +108,10 @@ type Summary struct {
 	// each real server (web service), from the kernel's counters.
 	Scheduled map[string]map[string]int
 	Directors []string // every director, in order (server, link: each must show the failure)
-	Waits     Waits
+	// Changes are the VRRP transitions seen from the failure on, for the
+	// failures that call for none (server, link): "lb2 MASTER (reason)".
+	Changes []string
+	Waits   Waits
 	// Survival: the long-lived connections that had to survive (server:
 	// those to the other real servers).
 	Survival Survival
@@ -169,12 +172,28 @@ func (s Summary) checkTraffic() []error {
 	return errs
 }
 
-// checkSameMaster: a failure that is no reason for a failover caused none.
+// checkSameMaster: a failure that is no reason for a failover caused none,
+// not even a passing one.
 func (s Summary) checkSameMaster() []error {
+	var errs []error
 	if s.MasterBefore == "" || s.MasterAfter != s.MasterBefore {
-		return []error{fmt.Errorf("a needless failover: the master was %q, then %q", s.MasterBefore, s.MasterAfter)}
+		errs = append(errs, fmt.Errorf("a needless failover: the master was %q, then %q", s.MasterBefore, s.MasterAfter))
 	}
-	return nil
+	if len(s.Changes) > 0 {
+		errs = append(errs, fmt.Errorf("needless VRRP transitions: %s", strings.Join(s.Changes, ", ")))
+	}
+	return errs
+}
+
+// printSameMaster is the "master after" line of a failure that calls for
+// no failover.
+func (s Summary) printSameMaster(p printer, why string) {
+	if len(s.Changes) == 0 && s.MasterAfter == s.MasterBefore {
+		p("  master after:     %s: no failover, no VRRP transition on either director", s.MasterAfter)
+		p("                    (%s)", why)
+		return
+	}
+	p("  master after:     %s; VRRP transitions: %s", s.MasterAfter, strings.Join(s.Changes, ", "))
 }
 
 func spread(m map[string]int, reals []string) string {
