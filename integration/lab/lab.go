@@ -62,6 +62,8 @@ const (
 	// syncWindow: the kernel's sync daemon sends a connection's entry a
 	// few seconds after it is queued; older ones are on the backup.
 	syncWindow = 4 * time.Second
+	// startMax bounds the wait for the election and the first probes.
+	startMax = time.Minute
 )
 
 // Lab is a running lab: the bed, both directors and the client traffic.
@@ -162,14 +164,18 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		say(out, "Started director %s: hadirector run --config %s --node %s", n.Name(), d.Config, n.Name())
 	}
 	t0 := time.Now()
-	if _, err := l.daemons["lb1"].WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+	// A bound, so that a director that never gets there shows its log
+	// rather than the VM's timeout.
+	wctx, cancel := context.WithTimeout(ctx, startMax)
+	defer cancel()
+	if _, err := l.daemons["lb1"].WaitState(wctx, lvs.InstanceName, "MASTER"); err != nil {
 		return l, err
 	}
-	if _, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+	if _, err := l.daemons["lb2"].WaitState(wctx, lvs.InstanceName, "BACKUP"); err != nil {
 		return l, err
 	}
 	say(out, "Elected: lb1 is MASTER (priority 150) and holds the VIP %s; lb2 is BACKUP (%s after start).", b.VIP(), time.Since(t0).Round(time.Millisecond))
-	if err := waitServing(ctx, b, b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)); err != nil {
+	if err := waitServing(wctx, b, b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)); err != nil {
 		return l, err
 	}
 	say(out, "Both directors probed rs1-rs3 healthy and programmed IPVS (%s after start).", time.Since(t0).Round(time.Millisecond))
