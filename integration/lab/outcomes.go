@@ -253,9 +253,9 @@ func (s Summary) printServer(p printer, reals []string) string {
 	p("  while out:        answers %s", spread(o.WhileOut, reals))
 	p("  after its return: answers %s", spread(o.AfterBack, reals))
 	s.printRequests(p)
-	if s.Waits.Failures["refused"] > 0 {
-		p("                    (a request that IPVS gave %s after its death, before the checks took it out,", o.Server)
-		p("                    is refused by its kernel)")
+	if s.Waits.Failures["refused"]+s.Waits.Failures["reset"] > 0 {
+		p("                    (those in flight to %s at its death are reset; those IPVS gave it after its", o.Server)
+		p("                    death, before the checks took it out, are refused by its kernel)")
 	}
 	s.printWaited(p, "kill")
 	sv := s.Survival

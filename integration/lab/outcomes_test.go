@@ -110,7 +110,7 @@ func TestServerSummary(t *testing.T) {
 		"(bound: rise 2 × interval 1s + timeout 900ms = 2.9s)",
 		"while out:        answers rs1 40, rs2 0, rs3 40",
 		"10 failed (refused 10)",
-		"is refused by its kernel",
+		"are refused by its kernel)",
 		"clients waited:   no answer for at most 0s from the kill on",
 		"kept connections: 133 of 133 to rs1 and rs3 survived",
 		"lost connections: 67 to rs2 broke (reset 67), as they must",

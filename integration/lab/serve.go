@@ -155,9 +155,9 @@ func (l *Lab) Status(ctx context.Context, out io.Writer) {
 	}
 }
 
-// Command sends a step command (status, fail [FAILURE], down) to the lab that is up,
-// copies its answer to out and returns its exit code. After down it waits
-// until the lab's process has ended.
+// Command sends a step command (status, fail [master|server|link], down)
+// to the lab that is up, copies its answer to out and returns its exit
+// code. After down it waits until the lab's process has ended.
 func Command(ctx context.Context, cmd string, out io.Writer) (int, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", SocketPath)
@@ -238,7 +238,7 @@ func Up(ctx context.Context, self string, args []string, out io.Writer) error {
 		if c, err := net.Dial("unix", SocketPath); err == nil {
 			c.Close()
 			_, _ = io.Copy(out, logr)
-			say(out, "The lab is up (process %d). Next: hadirector lab status | fail | down", cmd.Process.Pid)
+			say(out, "The lab is up (process %d). Next: hadirector lab status | fail [master|server|link] | down", cmd.Process.Pid)
 			return nil
 		}
 		select {
