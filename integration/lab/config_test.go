@@ -15,14 +15,7 @@ import (
 // the directors' addresses, the VIP and the real servers of lvs's DR plan,
 // and the heartbeat cable.
 func TestConfigMatchesPlan(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cluster.toml")
-	if err := os.WriteFile(path, Config, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t)
 	for i, n := range []string{"lb1", "lb2"} {
 		got := cfg.Node(n).Interface("eth0").Addresses
 		want := fmt.Sprintf("%s/%d", Plan.DirectorAddr(i+1), lvs.PrefixLen)
@@ -73,4 +66,18 @@ func TestConfigMatchesPlan(t *testing.T) {
 			t.Errorf("service %s: found %v, real servers %v; want %v", key, found, got, reals)
 		}
 	}
+}
+
+// loadConfig loads the embedded cluster file.
+func loadConfig(t *testing.T) *config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cluster.toml")
+	if err := os.WriteFile(path, Config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -38,8 +38,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	master := l.master(ctx)
-	before, err := l.transitions(ctx)
+	master, before, err := l.quietStart(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -99,25 +98,21 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	afterBack := tally(l.pr.since(backAt))
 	say(out, "Answers in %s since its return: %s", time.Since(backAt).Round(100*time.Millisecond), spread(afterBack, reals))
-	changes, err := l.changesSince(ctx, before, "kill", kill)
+	sum, reports, err := l.quietEnd(ctx, before, "kill", kill)
 	if err != nil {
 		return nil, err
 	}
-	masterAfter := l.master(ctx)
-	samples, reports := l.stopTraffic()
 	kept, keptAt, lost := SplitStreams(reports, atFail, victim)
 	sayBroken(out, kept, "kill", kill)
-	return &Summary{
-		Kind: FailServer, MasterBefore: master, MasterAfter: masterAfter, Failed: failed, Changes: changes,
-		Waits:    ClientWaits(samples, kill),
-		Survival: ConnSurvival(kept, keptAt),
-		Server: &ServerOutcome{
-			Server: victim, Others: others, Facts: facts,
-			Out: outT, Back: backT,
-			WhileOut: whileOut, AfterBack: afterBack,
-			Lost: LostConns(lost),
-		},
-	}, nil
+	sum.Kind, sum.MasterBefore, sum.Failed = FailServer, master, failed
+	sum.Survival = ConnSurvival(kept, keptAt)
+	sum.Server = &ServerOutcome{
+		Server: victim, Others: others, Facts: facts,
+		Out: outT, Back: backT,
+		WhileOut: whileOut, AfterBack: afterBack,
+		Lost: LostConns(lost),
+	}
+	return sum, nil
 }
 
 // failLink cuts the master's end of the heartbeat cable while both
@@ -129,14 +124,13 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 		return nil, errors.New("the cluster file has no heartbeat link to cut")
 	}
 	link := l.cfg.Links[0]
-	master := l.master(ctx)
+	master, before, err := l.quietStart(ctx)
+	if err != nil {
+		return nil, err
+	}
 	node := l.bed.LBs[0]
 	if master != "" && l.bed.Node(master) != nil {
 		node = l.bed.Node(master)
-	}
-	before, err := l.transitions(ctx)
-	if err != nil {
-		return nil, err
 	}
 	logFrom := map[string]int{}
 	for name, d := range l.daemons {
@@ -188,28 +182,45 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err := l.settle(ctx, atFail); err != nil {
 		return nil, err
 	}
-	changes, err := l.changesSince(ctx, before, "cut", cut)
-	if err != nil {
-		return nil, err
-	}
 	var warnings []string
 	for _, name := range l.names() {
 		for _, w := range LogWarnings(l.daemons[name].Output()[logFrom[name]:]) {
 			warnings = append(warnings, name+": "+w)
 		}
 	}
-	masterAfter := l.master(ctx)
-	samples, reports := l.stopTraffic()
+	sum, reports, err := l.quietEnd(ctx, before, "cut", cut)
+	if err != nil {
+		return nil, err
+	}
 	sayBroken(out, reports, "cut", cut)
-	return &Summary{
-		Kind: FailLink, MasterBefore: master, MasterAfter: masterAfter, Failed: failed, Changes: changes,
-		Waits:    ClientWaits(samples, cut),
-		Survival: ConnSurvival(reports, atFail),
-		Link: &LinkOutcome{
-			Link: link.Name, Iface: link.Interface, Cut: restore.Sub(cut),
-			Down: down, Up: up, Warnings: warnings,
-		},
-	}, nil
+	sum.Kind, sum.MasterBefore, sum.Failed = FailLink, master, failed
+	sum.Survival = ConnSurvival(reports, atFail)
+	sum.Link = &LinkOutcome{
+		Link: link.Name, Iface: link.Interface, Cut: restore.Sub(cut),
+		Down: down, Up: up, Warnings: warnings,
+	}
+	return sum, nil
+}
+
+// quietStart notes, before a failure that calls for no failover, who is
+// master and each director's last VRRP transition.
+func (l *Lab) quietStart(ctx context.Context) (string, map[string]time.Time, error) {
+	before, err := l.transitions(ctx)
+	return l.master(ctx), before, err
+}
+
+// quietEnd ends such a failure: it starts the summary with the VRRP
+// transitions since before and who is master now, stops the traffic and
+// returns the long-lived connections' reports.
+func (l *Lab) quietEnd(ctx context.Context, before map[string]time.Time, event string, at time.Time) (*Summary, []lvs.StreamReport, error) {
+	changes, err := l.changesSince(ctx, before, event, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	sum := &Summary{MasterAfter: l.master(ctx), Changes: changes}
+	samples, reports := l.stopTraffic()
+	sum.Waits = ClientWaits(samples, at)
+	return sum, reports, nil
 }
 
 // names are the directors' names, in order.

@@ -134,11 +134,13 @@ func total(m map[string]int) int {
 // survived. For a real server's and a heartbeat link's, see checkServer
 // and checkLink.
 func (s Summary) Check(reals []string) error {
-	switch s.Kind {
-	case FailServer:
-		return s.checkServer(reals)
-	case FailLink:
+	switch {
+	case s.Kind == FailServer && s.Server != nil:
+		return s.checkServer()
+	case s.Kind == FailLink && s.Link != nil:
 		return s.checkLink()
+	case s.Kind != "" && s.Kind != FailMaster:
+		return fmt.Errorf("no outcome of the %s failure (a bug)", s.Kind)
 	}
 	var errs []error
 	if s.MasterBefore == "" || s.MasterAfter == "" || s.MasterBefore == s.MasterAfter {
@@ -227,10 +229,10 @@ func ms(d time.Duration) string {
 func (s Summary) Print(w io.Writer, reals []string) error {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	var ok string
-	switch s.Kind {
-	case FailServer:
+	switch {
+	case s.Kind == FailServer && s.Server != nil:
 		ok = s.printServer(p, reals)
-	case FailLink:
+	case s.Kind == FailLink && s.Link != nil:
 		ok = s.printLink(p, reals)
 	default:
 		ok = s.printMaster(p, reals)
