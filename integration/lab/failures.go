@@ -38,10 +38,11 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	master, before, err := l.quietStart(ctx)
+	q, err := l.quietStart(ctx)
 	if err != nil {
 		return nil, err
 	}
+	master := q.master
 	srv := b.Servers[victim]
 	held := srv.Conns()
 	atFail := l.answered()
@@ -98,7 +99,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	afterBack := tally(l.pr.since(backAt))
 	say(out, "Answers in %s since its return: %s", time.Since(backAt).Round(100*time.Millisecond), spread(afterBack, reals))
-	sum, reports, err := l.quietEnd(ctx, before, "kill", kill)
+	sum, reports, err := l.quietEnd(ctx, q, "kill", kill)
 	if err != nil {
 		return nil, err
 	}
@@ -124,17 +125,14 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 		return nil, errors.New("the cluster file has no heartbeat link to cut")
 	}
 	link := l.cfg.Links[0]
-	master, before, err := l.quietStart(ctx)
+	q, err := l.quietStart(ctx)
 	if err != nil {
 		return nil, err
 	}
+	master := q.master
 	node := l.bed.LBs[0]
 	if master != "" && l.bed.Node(master) != nil {
 		node = l.bed.Node(master)
-	}
-	logFrom := map[string]int{}
-	for name, d := range l.daemons {
-		logFrom[name] = len(d.Output())
 	}
 	atFail := l.answered()
 	cut := time.Now()
@@ -184,11 +182,11 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	var warnings []string
 	for _, name := range l.names() {
-		for _, w := range LogWarnings(l.daemons[name].Output()[logFrom[name]:]) {
+		for _, w := range LogWarnings(l.logSince(q, name)) {
 			warnings = append(warnings, name+": "+w)
 		}
 	}
-	sum, reports, err := l.quietEnd(ctx, before, "cut", cut)
+	sum, reports, err := l.quietEnd(ctx, q, "cut", cut)
 	if err != nil {
 		return nil, err
 	}
@@ -202,18 +200,35 @@ func (l *Lab) failLink(ctx context.Context, out io.Writer) (*Summary, error) {
 	return sum, nil
 }
 
-// quietStart notes, before a failure that calls for no failover, who is
-// master and each director's last VRRP transition.
-func (l *Lab) quietStart(ctx context.Context) (string, map[string]time.Time, error) {
-	before, err := l.transitions(ctx)
-	return l.master(ctx), before, err
+// quiet is what the lab notes before a failure that calls for no
+// failover: who is master, each director's last VRRP transition and how
+// far its log goes.
+type quiet struct {
+	master  string
+	before  map[string]time.Time
+	logFrom map[string]int
+}
+
+func (l *Lab) quietStart(ctx context.Context) (quiet, error) {
+	q := quiet{master: l.master(ctx), logFrom: map[string]int{}}
+	for name, d := range l.daemons {
+		q.logFrom[name] = len(d.Output())
+	}
+	var err error
+	q.before, err = l.transitions(ctx)
+	return q, err
+}
+
+// logSince is what the director logged since quietStart.
+func (l *Lab) logSince(q quiet, name string) string {
+	return l.daemons[name].Output()[q.logFrom[name]:]
 }
 
 // quietEnd ends such a failure: it starts the summary with the VRRP
-// transitions since before and who is master now, stops the traffic and
-// returns the long-lived connections' reports.
-func (l *Lab) quietEnd(ctx context.Context, before map[string]time.Time, event string, at time.Time) (*Summary, []lvs.StreamReport, error) {
-	changes, err := l.changesSince(ctx, before, event, at)
+// transitions since quietStart and who is master now, stops the traffic
+// and returns the long-lived connections' reports.
+func (l *Lab) quietEnd(ctx context.Context, q quiet, event string, at time.Time) (*Summary, []lvs.StreamReport, error) {
+	changes, err := l.changesSince(ctx, q, event, at)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -343,19 +358,44 @@ func (l *Lab) transitions(ctx context.Context) (map[string]time.Time, error) {
 }
 
 // changesSince describes the directors whose last VRRP transition is not
-// the one in before: "lb2 went BACKUP 1.2s after the kill (its reason)".
-func (l *Lab) changesSince(ctx context.Context, before map[string]time.Time, event string, at time.Time) ([]string, error) {
+// the one noted by quietStart, with every transition they logged since:
+// "lb2: BACKUP→MASTER 1.2s after the kill (its reason); MASTER→BACKUP ...".
+func (l *Lab) changesSince(ctx context.Context, q quiet, event string, at time.Time) ([]string, error) {
 	ins, err := l.instances(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, name := range l.names() {
-		if in := ins[name]; in != nil && !in.LastTransition.Equal(before[name]) {
-			out = append(out, fmt.Sprintf("%s went %s %s after the %s (%s)", name, in.State, ms(in.LastTransition.Sub(at)), event, in.LastReason))
+		in := ins[name]
+		if in == nil || in.LastTransition.Equal(q.before[name]) {
+			continue
 		}
+		hist := LogTransitions(l.logSince(q, name), event, at)
+		if len(hist) == 0 {
+			hist = []string{fmt.Sprintf("%s %s after the %s (%s)", in.State, ms(in.LastTransition.Sub(at)), event, in.LastReason)}
+		}
+		out = append(out, name+": "+strings.Join(hist, "; "))
 	}
 	return out, nil
+}
+
+// LogTransitions lists the VRRP transitions in a daemon's log (slog's
+// text format): "BACKUP→MASTER 1.2s after the kill (its reason)", the
+// time from at.
+func LogTransitions(log, event string, at time.Time) []string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if attr(line, "msg") != "VRRP transition" {
+			continue
+		}
+		when := ""
+		if t, err := time.Parse(time.RFC3339Nano, attr(" "+line, "time")); err == nil {
+			when = fmt.Sprintf(" %s after the %s", ms(t.Sub(at)), event)
+		}
+		out = append(out, fmt.Sprintf("%s→%s%s (%s)", attr(line, "from"), attr(line, "to"), when, attr(line, "reason")))
+	}
+	return out
 }
 
 // LogWarnings picks the warnings and errors out of a daemon's log (slog's

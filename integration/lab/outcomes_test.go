@@ -181,6 +181,28 @@ time=2026-11-21T11:11:03.000Z level=ERROR msg=oops node=lb1
 	}
 }
 
+func TestLogTransitions(t *testing.T) {
+	at := time.Date(2026, 11, 21, 11, 25, 44, 0, time.UTC)
+	log := `time=2026-11-21T11:25:44.893Z level=INFO msg="VRRP transition" node=lb2 instance=front from=BACKUP to=MASTER priority=100 reason="no advert from a master for Master_Down_Interval"
+time=2026-11-21T11:25:45.000Z level=INFO msg="VIPs taken" node=lb2
+time=2026-11-21T11:25:45.648Z level=INFO msg="VRRP transition" node=lb2 instance=front from=MASTER to=BACKUP priority=100 reason="higher-priority master 10.92.0.11 (priority 150)"
+`
+	got := LogTransitions(log, "cut", at)
+	want := []string{
+		"BACKUP→MASTER 893ms after the cut (no advert from a master for Master_Down_Interval)",
+		"MASTER→BACKUP 1.65s after the cut (higher-priority master 10.92.0.11 (priority 150))",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("LogTransitions =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	s := goodLink()
+	s.Changes = []string{"lb2: " + strings.Join(got, "; ")}
+	var b strings.Builder
+	if err := s.Print(&b, reals); err == nil || !strings.Contains(b.String(), "a backup's timer ran out") {
+		t.Errorf("no hint about the timer:\n%s", b.String())
+	}
+}
+
 func TestBetween(t *testing.T) {
 	t0 := time.Unix(100, 0)
 	s := []Sample{{Start: t0.Add(-time.Second)}, {Start: t0}, {Start: t0.Add(time.Second)}, {Start: t0.Add(2 * time.Second)}}

@@ -195,7 +195,16 @@ func (s Summary) printSameMaster(p printer, why string) {
 		p("                    (%s)", why)
 		return
 	}
-	p("  master after:     %s; VRRP transitions: %s", s.MasterAfter, strings.Join(s.Changes, ", "))
+	p("  master after:     %s; VRRP transitions:", s.MasterAfter)
+	timer := false
+	for _, c := range s.Changes {
+		p("                    %s", c)
+		timer = timer || strings.Contains(c, "Master_Down_Interval")
+	}
+	if timer {
+		p("                    (a backup's timer ran out: no advert reached it for 3 intervals while the master")
+		p("                    ran; a CPU starved by other work, as an emulated VM's can be, does that too)")
+	}
 }
 
 func spread(m map[string]int, reals []string) string {
