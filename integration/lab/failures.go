@@ -25,9 +25,10 @@ const (
 )
 
 // failServer kills a real server's process (rs2) while the traffic runs:
-// both directors' health checks take it out of IPVS, the requests go to
-// the others, its long-lived connections break and reconnect to the
-// others; then it is revived and comes back.
+// the health checks take it out of both directors' IPVS (the master's
+// verdicts, which the backup programs too), the requests go to the
+// others, its long-lived connections break and reconnect to the others;
+// then it is revived and comes back.
 func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	b := l.bed
 	reals := b.RealNames()
@@ -57,7 +58,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "The directors' health checks took %s out of IPVS, %s: %s from the kill (bound: %s = %s).",
+	say(out, "The health checks took %s out of both directors' IPVS, %s: %s from the kill (bound: %s = %s).",
 		victim, facts.Removal(), perDirector(l.names(), outT, facts.Out), facts.OutHow, ms(facts.Out))
 	outAt := time.Now()
 	if len(outT) == len(b.LBs) {
@@ -72,7 +73,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	revive := time.Now()
 	whileOut := tally(between(l.pr.since(outAt), outAt, revive))
 	say(out, "Answers in %s with %s out, through %s: %s", revive.Sub(outAt).Round(100*time.Millisecond), victim, master, spread(whileOut, reals))
-	fmt.Fprintf(out, "\n# %s is the backup: its own checks took %s out of its IPVS too.", b.LBs[1].Name(), victim)
+	fmt.Fprintf(out, "\n# %s, the backup, programs the master's verdicts; its own probes (HEALTH) see %s down too.", b.LBs[1].Name(), victim)
 	if err := printStatus(ctx, out, l.o.Self, l.daemons[b.LBs[1].Name()]); err != nil {
 		return nil, err
 	}
@@ -88,7 +89,7 @@ func (l *Lab) failServer(ctx context.Context, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	say(out, "The directors' health checks brought %s back at weight %d: %s from the revival (bound: %s = %s).",
+	say(out, "The health checks brought %s back at weight %d in both directors' IPVS: %s from the revival (bound: %s = %s).",
 		victim, facts.Weight, perDirector(l.names(), backT, facts.Back), facts.BackHow, ms(facts.Back))
 	backAt := time.Now()
 	if len(backT) == len(b.LBs) {
