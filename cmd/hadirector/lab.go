@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,22 +17,28 @@ import (
 )
 
 // cmdLab runs the failover lab (integration/lab): both directors from the
-// embedded cluster file, real servers, client traffic, a killed master and
-// a summary, in network namespaces; inside the test VM when this kernel has
+// embedded cluster file, real servers, client traffic, a failure (the
+// master killed, a real server killed, or the heartbeat link cut) and a
+// summary, in network namespaces; inside the test VM when this kernel has
 // no IPVS. It needs root, leaves nothing behind, and exits 1 when the
-// failover did not keep the clients' connections, so CI can run it.
+// cluster did not cope (a failover that lost connections, a real server
+// not taken out or not back, a needless failover), so CI can run it.
 //
 // Without a step it does everything in turn. The steps (up, status, fail,
 // down) keep the lab in a background process between commands, so they
 // need IPVS on this kernel: a VM lives for one command.
 func cmdLab(args []string, stdout, stderr io.Writer) int {
-	step := ""
+	step, failArg := "", ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		step, args = args[0], args[1:]
 	}
-	fs := newFlags("lab", "[up|status|fail|down] [--conns N] [--vm]", stderr)
-	conns := fs.Int("conns", 200, "long-lived client connections kept open across the failover (guided and up)")
+	if step == "fail" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		failArg, args = args[0], args[1:]
+	}
+	fs := newFlags("lab", "[up|status|fail [master|server|link]|down] [--conns N] [--vm] [--fail master|server|link]", stderr)
+	conns := fs.Int("conns", 200, "long-lived client connections kept open across the failure (guided and up)")
 	forceVM := fs.Bool("vm", false, "guided lab only: run inside the qemu VM even if this kernel has IPVS")
+	failFlag := fs.String("fail", "master", "guided lab only: what fails: master (the master director), server (a real server) or link (the heartbeat link)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -39,6 +46,19 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 	case "", "up", "serve", "status", "fail", "down":
 	default:
 		fmt.Fprintf(stderr, "hadirector lab: unknown step %q\n", step)
+		fs.Usage()
+		return exitUsage
+	}
+	if step != "" && flagSet(fs, "fail") {
+		fmt.Fprintf(stderr, "hadirector lab %s: --fail is for the guided lab; step by step, name the failure: hadirector lab fail [master|server|link]\n", step)
+		return exitUsage
+	}
+	if step == "" {
+		failArg = *failFlag
+	}
+	failure, err := lab.ParseFailure(failArg)
+	if err != nil {
+		fmt.Fprintf(stderr, "hadirector lab: %v\n", err)
 		fs.Usage()
 		return exitUsage
 	}
@@ -57,7 +77,11 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 
 	switch step {
 	case "status", "fail", "down":
-		rc, err := lab.Command(ctx, step, stdout)
+		cmd := step
+		if step == "fail" {
+			cmd += " " + string(failure)
+		}
+		rc, err := lab.Command(ctx, cmd, stdout)
 		if err != nil {
 			fmt.Fprintf(stderr, "hadirector lab %s: %v\n", step, err)
 			return exitFail
@@ -98,10 +122,11 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 			repo, err = lab.FindRepo(cwd)
 		}
 		if err == nil {
-			err = lab.RunInVM(ctx, lab.VMOptions{Repo: repo, Self: self, Args: labArgs, Out: stdout, Err: stderr})
+			args := append(labArgs, "--fail", string(failure))
+			err = lab.RunInVM(ctx, lab.VMOptions{Repo: repo, Self: self, Args: args, Out: stdout, Err: stderr})
 		}
 	default:
-		_, err = lab.Run(ctx, lab.Options{Self: self, Conns: *conns, Out: stdout})
+		_, err = lab.Run(ctx, lab.Options{Self: self, Conns: *conns, Out: stdout, Failure: failure})
 	}
 	return labExit(ctx, "", err, stderr)
 }
@@ -117,4 +142,11 @@ func labExit(ctx context.Context, step string, err error, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	}
 	return exitFail
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -25,7 +25,8 @@ Usage:
   hadirector enable  SERVICE REAL                  undo drain and set-weight
   hadirector set-weight SERVICE REAL WEIGHT        override a real server's weight until enable
   hadirector version                               print the version
-  hadirector lab     [up|status|fail|down]         the whole cluster and a failover on this machine, in namespaces
+  hadirector lab     [--fail master|server|link]   the whole cluster and a failure on this machine, in namespaces
+  hadirector lab     up|status|fail [WHAT]|down    the same lab step by step
 
 Run 'hadirector COMMAND -h' for a command's flags.
 `

@@ -135,7 +135,8 @@ func TestBadInput(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{{}, {"frobnicate"}, {"check", "--nope"}, {"check", "extra-arg"}, {"run", "--log-format", "xml"},
-		{"lab", "explode"}, {"lab", "up", "extra"}, {"lab", "--conns"}} {
+		{"lab", "explode"}, {"lab", "up", "extra"}, {"lab", "--conns"},
+		{"lab", "--fail", "disk"}, {"lab", "fail", "disk"}, {"lab", "fail", "server", "extra"}, {"lab", "up", "--fail", "link"}} {
 		if r := runBinary(t, nil, args...); r.code != 2 {
 			t.Errorf("%v: exit code %d, want 2 (usage)\n%s", args, r.code, r.stderr)
 		}

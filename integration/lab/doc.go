@@ -5,9 +5,11 @@
 // directors), starts both directors from the embedded cluster file
 // (lab.toml, printed for the user), runs client traffic (long-lived
 // connections exchanging numbered lines, and steady short HTTP requests),
-// kills the master director and cuts its links, and prints a failover
-// summary: who was master, what failed, how long clients waited, which
-// director served, and how many long-lived connections survived.
+// breaks one thing ([Failure]: the master director, killed and cut off; a
+// real server, killed then revived; or the heartbeat cable, cut then
+// restored), and prints a summary: who was master, what failed, how long
+// clients waited, which director served, and how many long-lived
+// connections survived, with the verdict ([Summary.Check]).
 //
 // The host kernels this project is built on have no IPVS. There the lab
 // boots integration/vm's qemu VM (Debian's stock kernel) and runs itself
@@ -15,7 +17,7 @@
 // must be static, and a dynamic one (`go run` links with cgo) is rebuilt
 // with CGO_ENABLED=0 from the source tree first.
 //
-// Step by step (`hadirector lab up`, then status, fail, down; [Up],
+// Step by step (`hadirector lab up`, then status, fail [WHAT], down; [Up],
 // [Serve], [Command]), a background process holds the lab between
 // commands and answers on a Unix socket. That needs IPVS on the host: a VM
 // lives for one command.

@@ -2,8 +2,8 @@ package lab
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -43,6 +43,8 @@ type Options struct {
 	Conns int           // long-lived connections; default 200
 	Out   io.Writer     // the story, for people
 	Phase time.Duration // traffic before and after the failure; default 4s
+	// Failure is what Run breaks; default FailMaster.
+	Failure Failure
 }
 
 // Steady request rhythm and the long-lived connections' line interval.
@@ -60,12 +62,15 @@ const (
 	// syncWindow: the kernel's sync daemon sends a connection's entry a
 	// few seconds after it is queued; older ones are on the backup.
 	syncWindow = 4 * time.Second
+	// startMax bounds the wait for the election and the first probes.
+	startMax = time.Minute
 )
 
 // Lab is a running lab: the bed, both directors and the client traffic.
 // Its methods are for one caller at a time.
 type Lab struct {
 	o            Options
+	cfg          *config.Config // the cluster file, loaded
 	started      time.Time
 	nl           *netlab.Lab
 	bed          *lvs.Bed
@@ -100,7 +105,7 @@ func Run(ctx context.Context, o Options) (sum *Summary, err error) {
 	if err := l.Before(ctx, l.o.Out); err != nil {
 		return nil, err
 	}
-	return l.Fail(ctx, l.o.Out)
+	return l.Fail(ctx, l.o.Out, l.o.Failure)
 }
 
 func say(w io.Writer, format string, args ...any) { fmt.Fprintf(w, "== "+format+"\n", args...) }
@@ -125,7 +130,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 			l.Close()
 		}
 	}()
-	if err := writeState(); err != nil {
+	if l.cfg, err = writeState(); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(out, "== The cluster file both directors run from (%s/cluster.toml):\n\n%s\n", StateDir, Config)
@@ -139,7 +144,11 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return l, err
 	}
 	b := l.bed
-	say(out, "Network built in namespaces %s-*: client, lb1, lb2, rs1-rs3 on bridge \"front\".", l.nl.Name())
+	hb, err := l.cable()
+	if err != nil {
+		return l, err
+	}
+	say(out, "Network built in namespaces %s-*: client, lb1, lb2, rs1-rs3 on bridge \"front\"; lb1 and lb2 also on the heartbeat cable (%s).", l.nl.Name(), hb)
 	say(out, "Real servers rs1-rs3 answer GET / with their name, and echo numbered lines on :%d.", lvs.EchoPort)
 
 	for _, n := range b.LBs {
@@ -155,14 +164,18 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		say(out, "Started director %s: hadirector run --config %s --node %s", n.Name(), d.Config, n.Name())
 	}
 	t0 := time.Now()
-	if _, err := l.daemons["lb1"].WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
+	// A bound, so that a director that never gets there shows its log
+	// rather than the VM's timeout.
+	wctx, cancel := context.WithTimeout(ctx, startMax)
+	defer cancel()
+	if _, err := l.daemons["lb1"].WaitState(wctx, lvs.InstanceName, "MASTER"); err != nil {
 		return l, err
 	}
-	if _, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "BACKUP"); err != nil {
+	if _, err := l.daemons["lb2"].WaitState(wctx, lvs.InstanceName, "BACKUP"); err != nil {
 		return l, err
 	}
 	say(out, "Elected: lb1 is MASTER (priority 150) and holds the VIP %s; lb2 is BACKUP (%s after start).", b.VIP(), time.Since(t0).Round(time.Millisecond))
-	if err := waitServing(ctx, b, b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)); err != nil {
+	if err := waitServing(wctx, b, b.ServiceKey(lvs.HTTPPort), b.ServiceKey(lvs.EchoPort)); err != nil {
 		return l, err
 	}
 	say(out, "Both directors probed rs1-rs3 healthy and programmed IPVS (%s after start).", time.Since(t0).Round(time.Millisecond))
@@ -199,16 +212,41 @@ func (l *Lab) Before(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// Fail kills lb1's daemon and cuts its link, waits for lb2's takeover, lets
-// the traffic run through lb2, stops it and prints the summary. The error
-// says why the failover did not work (or that it could not be done).
-func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
+// Fail breaks what f names (FailMaster: lb1's daemon and link; FailServer:
+// a real server; FailLink: the heartbeat cable), shows what the directors
+// and the clients make of it, stops the traffic and prints the summary.
+// The error says why the cluster did not cope (or that the failure could
+// not be done). A lab fails once.
+func (l *Lab) Fail(ctx context.Context, out io.Writer, f Failure) (*Summary, error) {
 	l.mu.Lock()
-	done := l.summary != nil
+	done := l.summary
 	l.mu.Unlock()
-	if done {
-		return nil, errors.New("the master has failed already: this lab has shown its failover; take it down and up again")
+	if done != nil {
+		return nil, fmt.Errorf("this lab has shown a failure already (%s): take it down and up again", done.kind())
 	}
+	var (
+		sum *Summary
+		err error
+	)
+	switch f {
+	case FailMaster, "":
+		sum, err = l.failMaster(ctx, out)
+	case FailServer:
+		sum, err = l.failServer(ctx, out)
+	case FailLink:
+		sum, err = l.failLink(ctx, out)
+	default:
+		return nil, fmt.Errorf("unknown failure %q", f)
+	}
+	if err != nil {
+		return sum, err
+	}
+	return l.finish(out, sum)
+}
+
+// failMaster kills lb1's daemon and cuts its link, waits for lb2's
+// takeover, lets the traffic run through lb2 and stops it.
+func (l *Lab) failMaster(ctx context.Context, out io.Writer) (*Summary, error) {
 	b, lb1 := l.bed, l.bed.LBs[0]
 	if young := syncWindow - time.Since(l.trafficStart); young > 0 {
 		say(out, "Waiting %s first: connections younger than the sync delay are not on lb2 yet.", young.Round(100*time.Millisecond))
@@ -218,17 +256,13 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	// The failure: the master's daemon dies and its node drops off the
 	// network (as a crashed machine would; the killed daemon's kernel
-	// closes the liveness connection, which tells lb2 at once if that FIN
-	// gets out before the link goes).
+	// closes the liveness connection, which tells lb2 at once).
 	kill := time.Now()
 	l.daemons["lb1"].Kill()
 	if err := lvs.SetLinkUp(lb1, "eth0", false); err != nil {
 		return nil, err
 	}
-	atFail := make([]int, len(l.streams))
-	for i, s := range l.streams {
-		atFail[i] = s.Report().Answered
-	}
+	atFail := l.answered()
 	failed := "lb1: its daemon SIGKILLed, then its link cut"
 	say(out, "The failure: %s.", failed)
 	st, err := l.daemons["lb2"].WaitState(ctx, lvs.InstanceName, "MASTER")
@@ -246,19 +280,38 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 	}
 	say(out, "Answers in %s through lb2: %s", time.Since(kill).Round(100*time.Millisecond), spread(tally(l.pr.since(kill)), b.RealNames()))
 	samples, reports := l.stopTraffic()
+	sayBroken(out, reports, "kill", kill)
 	if err := printStatus(ctx, out, l.o.Self, l.daemons["lb2"]); err != nil {
 		return nil, err
 	}
-
-	sum := &Summary{
-		MasterBefore: "lb1", MasterAfter: "lb2", Failed: failed,
+	return &Summary{
+		Kind: FailMaster, MasterBefore: "lb1", MasterAfter: "lb2", Failed: failed,
 		Takeover: takeover, TakeoverReason: in.LastReason,
-		Scheduled: map[string]map[string]int{},
-		Waits:     ClientWaits(samples, kill),
-		Survival:  ConnSurvival(reports, atFail),
+		Waits:    ClientWaits(samples, kill),
+		Survival: ConnSurvival(reports, atFail),
+	}, nil
+}
+
+// answered is, for each long-lived connection, how many of its lines have
+// been answered so far.
+func (l *Lab) answered() []int {
+	out := make([]int, len(l.streams))
+	for i, s := range l.streams {
+		out[i] = s.Report().Answered
 	}
+	return out
+}
+
+// finish adds what each director's IPVS scheduled to sum, keeps it and
+// prints it. The error says why the cluster did not cope.
+func (l *Lab) finish(out io.Writer, sum *Summary) (*Summary, error) {
+	b := l.bed
+	sum.Scheduled = map[string]map[string]int{}
 	for _, n := range b.LBs {
-		// lb1's kernel keeps its counters: its namespace is still there.
+		sum.Directors = append(sum.Directors, n.Name())
+		// A killed director's kernel keeps its counters: its namespace is
+		// still there.
+		var err error
 		if sum.Scheduled[n.Name()], err = b.Scheduled(n, b.ServiceKey(lvs.HTTPPort)); err != nil {
 			return sum, err
 		}
@@ -268,7 +321,7 @@ func (l *Lab) Fail(ctx context.Context, out io.Writer) (*Summary, error) {
 	l.mu.Unlock()
 	fmt.Fprintln(out)
 	if err := sum.Print(out, b.RealNames()); err != nil {
-		return sum, fmt.Errorf("the failover did not work: %w", err)
+		return sum, fmt.Errorf("%s: %w", sum.kind().didNotCope(), err)
 	}
 	return sum, nil
 }
@@ -341,22 +394,60 @@ func (l *Lab) Close() error {
 	return err
 }
 
-// writeState creates StateDir afresh with the cluster file, and checks it.
-func writeState() error {
+// writeState creates StateDir afresh with the cluster file and the
+// heartbeat link's key, and loads the file.
+func writeState() (*config.Config, error) {
 	if err := os.RemoveAll(StateDir); err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(StateDir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	path := filepath.Join(StateDir, "cluster.toml")
 	if err := os.WriteFile(path, Config, 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := config.Load(path); err != nil {
-		return fmt.Errorf("the embedded config is invalid (a bug):\n%w", err)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("the embedded config is invalid (a bug):\n%w", err)
 	}
-	return nil
+	for _, ln := range cfg.Links {
+		if ln.KeyFile == "" {
+			continue
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(ln.KeyFile, key, 0o600); err != nil {
+			return nil, fmt.Errorf("link %s's key: %w", ln.Name, err)
+		}
+	}
+	return cfg, nil
+}
+
+// cable connects the directors directly for the cluster file's heartbeat
+// link (its interface, with each node's addresses on it) and describes it.
+func (l *Lab) cable() (string, error) {
+	if len(l.cfg.Links) == 0 {
+		return "none", nil
+	}
+	ifname := l.cfg.Links[0].Interface
+	lb1, lb2 := l.bed.LBs[0], l.bed.LBs[1]
+	addrs := func(node string) []string {
+		var out []string
+		if in := l.cfg.Node(node).Interface(ifname); in != nil {
+			for _, p := range in.Addresses {
+				out = append(out, p.String())
+			}
+		}
+		return out
+	}
+	a1, a2 := addrs(lb1.Name()), addrs(lb2.Name())
+	if _, _, err := l.nl.Link(lb1, ifname, a1, lb2, ifname, a2); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s, %s %s to %s %s", ifname, lb1.Name(), strings.Join(a1, " "), lb2.Name(), strings.Join(a2, " ")), nil
 }
 
 // waitServing waits until both directors' kernels have every real server of

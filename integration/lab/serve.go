@@ -75,11 +75,19 @@ func (l *Lab) answer(ctx context.Context, c net.Conn) (down bool) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	rc := 0
-	switch cmd := strings.TrimSpace(line); cmd {
+	cmd := strings.TrimSpace(line)
+	verb, arg, _ := strings.Cut(cmd, " ")
+	switch verb {
 	case "status":
 		l.Status(ctx, c)
 	case "fail":
-		if _, err := l.Fail(ctx, c); err != nil {
+		f, err := ParseFailure(arg)
+		if err != nil {
+			fmt.Fprintf(c, "hadirector lab fail: %v\n", err)
+			rc = 2
+			break
+		}
+		if _, err := l.Fail(ctx, c, f); err != nil {
 			fmt.Fprintf(c, "hadirector lab fail: %v\n", err)
 			rc = 1
 		}
@@ -147,9 +155,9 @@ func (l *Lab) Status(ctx context.Context, out io.Writer) {
 	}
 }
 
-// Command sends a step command (status, fail, down) to the lab that is up,
-// copies its answer to out and returns its exit code. After down it waits
-// until the lab's process has ended.
+// Command sends a step command (status, fail [master|server|link], down)
+// to the lab that is up, copies its answer to out and returns its exit
+// code. After down it waits until the lab's process has ended.
 func Command(ctx context.Context, cmd string, out io.Writer) (int, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", SocketPath)
@@ -230,7 +238,7 @@ func Up(ctx context.Context, self string, args []string, out io.Writer) error {
 		if c, err := net.Dial("unix", SocketPath); err == nil {
 			c.Close()
 			_, _ = io.Copy(out, logr)
-			say(out, "The lab is up (process %d). Next: hadirector lab status | fail | down", cmd.Process.Pid)
+			say(out, "The lab is up (process %d). Next: hadirector lab status | fail [master|server|link] | down", cmd.Process.Pid)
 			return nil
 		}
 		select {

@@ -60,3 +60,27 @@ func TestAnswerUnknownCommand(t *testing.T) {
 		t.Errorf("down=%v reply %q", down, reply)
 	}
 }
+
+// "fail WHAT" names the failure; an unknown one is a usage error (rc 2),
+// and a failure that was shown already is refused (rc 1), both without
+// touching the lab.
+func TestAnswerFail(t *testing.T) {
+	for _, tc := range []struct {
+		lab       *Lab
+		cmd, want string
+		wantRC    string
+	}{
+		{&Lab{}, "fail disk\n", `unknown failure "disk"`, "2"},
+		{&Lab{summary: &Summary{Kind: FailServer}}, "fail link\n", "shown a failure already (server)", "1"},
+		{&Lab{summary: &Summary{}}, "fail\n", "shown a failure already (master)", "1"},
+	} {
+		a, b := net.Pipe()
+		done := make(chan bool)
+		go func() { done <- tc.lab.answer(context.Background(), a) }()
+		b.Write([]byte(tc.cmd))
+		reply, _ := bufio.NewReader(b).ReadString(0)
+		if down := <-done; down || !strings.Contains(reply, tc.want) || !strings.HasSuffix(reply, rcPrefix+tc.wantRC+"\n") {
+			t.Errorf("%q: down=%v reply %q", tc.cmd, down, reply)
+		}
+	}
+}

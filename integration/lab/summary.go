@@ -99,15 +99,24 @@ func ConnSurvival(reports []lvs.StreamReport, answeredAtFail []int) Survival {
 
 // Summary is the outcome of a lab run.
 type Summary struct {
+	Kind                      Failure // what failed; "" means FailMaster
 	MasterBefore, MasterAfter string
-	Failed                    string        // what was done to the master
-	Takeover                  time.Duration // from the kill to the new master's transition
-	TakeoverReason            string        // the new master's own words
+	Failed                    string        // what was done
+	Takeover                  time.Duration // master: from the kill to the new master's transition
+	TakeoverReason            string        // master: the new master's own words
 	// Scheduled is, per director, how many new connections its IPVS gave
 	// each real server (web service), from the kernel's counters.
 	Scheduled map[string]map[string]int
-	Waits     Waits
-	Survival  Survival
+	Directors []string // every director, in order (server, link: each must show the failure)
+	// Changes are the VRRP transitions seen from the failure on, for the
+	// failures that call for none (server, link): "lb2 MASTER (reason)".
+	Changes []string
+	Waits   Waits
+	// Survival: the long-lived connections that had to survive (server:
+	// those to the other real servers).
+	Survival Survival
+	Server   *ServerOutcome // FailServer
+	Link     *LinkOutcome   // FailLink
 }
 
 func total(m map[string]int) int {
@@ -118,11 +127,21 @@ func total(m map[string]int) int {
 	return n
 }
 
-// Check says why the run does not show a working failover (nil if it
-// does): the master changed, both directors scheduled connections (the
-// first over every real server), short requests were answered after the
-// kill, and every long-lived connection survived.
+// Check says why the run does not show what the failure should (nil if
+// it does). For the master's failure: the master changed, both directors
+// scheduled connections (the first over every real server), short
+// requests were answered after the kill, and every long-lived connection
+// survived. For a real server's and a heartbeat link's, see checkServer
+// and checkLink.
 func (s Summary) Check(reals []string) error {
+	switch {
+	case s.Kind == FailServer && s.Server != nil:
+		return s.checkServer()
+	case s.Kind == FailLink && s.Link != nil:
+		return s.checkLink()
+	case s.Kind != "" && s.Kind != FailMaster:
+		return fmt.Errorf("no outcome of the %s failure (a bug)", s.Kind)
+	}
 	var errs []error
 	if s.MasterBefore == "" || s.MasterAfter == "" || s.MasterBefore == s.MasterAfter {
 		errs = append(errs, fmt.Errorf("the master did not change (before %q, after %q)", s.MasterBefore, s.MasterAfter))
@@ -139,13 +158,53 @@ func (s Summary) Check(reals []string) error {
 			}
 		}
 	}
+	return errors.Join(append(errs, s.checkTraffic()...)...)
+}
+
+// checkTraffic: short requests were answered, and every long-lived
+// connection that had to survive did.
+func (s Summary) checkTraffic() []error {
+	var errs []error
 	if s.Waits.Answered == 0 {
 		errs = append(errs, errors.New("no short request was answered"))
 	}
 	if s.Survival.Conns == 0 || s.Survival.Survived < s.Survival.Conns {
 		errs = append(errs, fmt.Errorf("%d of %d long-lived connections survived", s.Survival.Survived, s.Survival.Conns))
 	}
-	return errors.Join(errs...)
+	return errs
+}
+
+// checkSameMaster: a failure that is no reason for a failover caused none,
+// not even a passing one.
+func (s Summary) checkSameMaster() []error {
+	var errs []error
+	if s.MasterBefore == "" || s.MasterAfter != s.MasterBefore {
+		errs = append(errs, fmt.Errorf("a needless failover: the master was %q, then %q", s.MasterBefore, s.MasterAfter))
+	}
+	if len(s.Changes) > 0 {
+		errs = append(errs, fmt.Errorf("needless VRRP transitions: %s", strings.Join(s.Changes, ", ")))
+	}
+	return errs
+}
+
+// printSameMaster is the "master after" line of a failure that calls for
+// no failover.
+func (s Summary) printSameMaster(p printer, why string) {
+	if len(s.Changes) == 0 && s.MasterAfter == s.MasterBefore {
+		p("  master after:     %s: no failover, no VRRP transition on either director", s.MasterAfter)
+		p("                    (%s)", why)
+		return
+	}
+	p("  master after:     %s; VRRP transitions:", s.MasterAfter)
+	timer := false
+	for _, c := range s.Changes {
+		p("                    %s", c)
+		timer = timer || strings.Contains(c, "Master_Down_Interval")
+	}
+	if timer {
+		p("                    (a backup's timer ran out: no advert reached it for 3 intervals while the master")
+		p("                    ran; a CPU starved by other work, as an emulated VM's can be, does that too)")
+	}
 }
 
 func spread(m map[string]int, reals []string) string {
@@ -178,34 +237,71 @@ func ms(d time.Duration) string {
 // Print writes the summary for people, ending with the verdict of Check.
 func (s Summary) Print(w io.Writer, reals []string) error {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	p("== Failover summary")
-	p("  master before:    %s", s.MasterBefore)
-	p("  failed:           %s", s.Failed)
-	p("  master after:     %s, %s after the kill: %s", s.MasterAfter, ms(s.Takeover), s.TakeoverReason)
-	for _, d := range []string{s.MasterBefore, s.MasterAfter} {
-		m := s.Scheduled[d]
-		p("  %s served:       %d new connections (%s)", d, total(m), spread(m, reals))
-	}
-	wt := s.Waits
-	p("  short requests:   %d sent, %d answered, usually in %s; %d failed%s", wt.Requests, wt.Answered, ms(wt.Usual), wt.Failed, byReason(wt.Failures))
-	if wt.Failures["reset"] > 0 {
-		p("                    (a request in flight at the kill, on a connection younger than the sync delay")
-		p("                    of a few seconds, is reset: the new master never heard of it)")
-	}
-	p("  clients waited:   no answer for at most %s from the kill on; the slowest request took %s", ms(wt.Outage), ms(wt.Longest))
-	sv := s.Survival
-	p("  kept connections: %d of %d survived the failover; %d numbered messages sent, %d answered in order", sv.Survived, sv.Conns, sv.Sent, sv.Answered)
-	if len(sv.Breaks) > 0 {
-		p("                    broken:%s", byReason(sv.Breaks))
-	}
-	if sv.Stalled > 0 {
-		p("                    %d unbroken but silent: no line answered through %s yet", sv.Stalled, s.MasterAfter)
+	var ok string
+	switch {
+	case s.Kind == FailServer && s.Server != nil:
+		ok = s.printServer(p, reals)
+	case s.Kind == FailLink && s.Link != nil:
+		ok = s.printLink(p, reals)
+	default:
+		ok = s.printMaster(p, reals)
 	}
 	err := s.Check(reals)
 	if err != nil {
 		p("  RESULT: FAILED: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return err
 	}
-	p("  RESULT: OK: both directors served, and every long-lived connection survived the failover")
+	p("  RESULT: OK: %s", ok)
 	return nil
+}
+
+type printer func(format string, args ...any)
+
+// printMaster writes the master failover's lines and returns its verdict
+// when it works.
+func (s Summary) printMaster(p printer, reals []string) string {
+	p("== Failover summary")
+	p("  master before:    %s", s.MasterBefore)
+	p("  failed:           %s", s.Failed)
+	p("  master after:     %s, %s after the kill: %s", s.MasterAfter, ms(s.Takeover), s.TakeoverReason)
+	s.printServed(p, reals, s.MasterBefore, s.MasterAfter)
+	s.printRequests(p)
+	if s.Waits.Failures["reset"] > 0 {
+		p("                    (a request in flight at the kill, on a connection younger than the sync delay")
+		p("                    of a few seconds, is reset: the new master never heard of it)")
+	}
+	s.printWaited(p, "kill")
+	sv := s.Survival
+	p("  kept connections: %d of %d survived the failover; %d numbered messages sent, %d answered in order", sv.Survived, sv.Conns, sv.Sent, sv.Answered)
+	s.printBroken(p, "no line answered through "+s.MasterAfter+" yet")
+	return "both directors served, and every long-lived connection survived the failover"
+}
+
+func (s Summary) printServed(p printer, reals []string, directors ...string) {
+	for _, d := range directors {
+		m := s.Scheduled[d]
+		p("  %s served:       %d new connections (%s)", d, total(m), spread(m, reals))
+	}
+}
+
+func (s Summary) printRequests(p printer) {
+	wt := s.Waits
+	p("  short requests:   %d sent, %d answered, usually in %s; %d failed%s", wt.Requests, wt.Answered, ms(wt.Usual), wt.Failed, byReason(wt.Failures))
+}
+
+func (s Summary) printWaited(p printer, event string) {
+	wt := s.Waits
+	p("  clients waited:   no answer for at most %s from the %s on; the slowest request took %s", ms(wt.Outage), event, ms(wt.Longest))
+}
+
+// printBroken adds the broken and the silent connections to the kept
+// ones; silent says what the silent ones lack.
+func (s Summary) printBroken(p printer, silent string) {
+	sv := s.Survival
+	if len(sv.Breaks) > 0 {
+		p("                    broken:%s", byReason(sv.Breaks))
+	}
+	if sv.Stalled > 0 {
+		p("                    %d unbroken but silent: %s", sv.Stalled, silent)
+	}
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,10 +83,7 @@ func TestSummaryCheck(t *testing.T) {
 	if err := good().Check(reals); err != nil {
 		t.Fatalf("a good run fails: %v", err)
 	}
-	for name, tc := range map[string]struct {
-		mutate func(*Summary)
-		want   string
-	}{
+	failsWith(t, good, map[string]mutation{
 		"no takeover":        {func(s *Summary) { s.MasterAfter = "lb1" }, "did not change"},
 		"no new master":      {func(s *Summary) { s.MasterAfter = "" }, "did not change"},
 		"lb2 served nothing": {func(s *Summary) { s.Scheduled["lb2"] = map[string]int{} }, "lb2 scheduled no connection"},
@@ -94,48 +92,60 @@ func TestSummaryCheck(t *testing.T) {
 		"one conn broke":     {func(s *Summary) { s.Survival.Survived = 199 }, "199 of 200"},
 		"no conns":           {func(s *Summary) { s.Survival = Survival{} }, "0 of 0"},
 		"no answers":         {func(s *Summary) { s.Waits.Answered = 0 }, "no short request"},
-	} {
+	})
+}
+
+// mutation breaks a good summary; its verdict must name want.
+type mutation struct {
+	mutate func(*Summary)
+	want   string
+}
+
+// failsWith checks that each mutation of a good summary fails Check with
+// its want, and that Print says FAILED.
+func failsWith(t *testing.T, good func() Summary, cases map[string]mutation) {
+	t.Helper()
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			s := good()
-			s.Scheduled = map[string]map[string]int{"lb1": clone(s.Scheduled["lb1"]), "lb2": clone(s.Scheduled["lb2"])}
 			tc.mutate(&s)
-			err := s.Check(reals)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Check = %v, want %q", err, tc.want)
-			}
 			var b strings.Builder
-			if perr := s.Print(&b, reals); perr == nil || !strings.Contains(b.String(), "RESULT: FAILED") {
-				t.Errorf("Print did not say FAILED:\n%s", b.String())
+			err := s.Print(&b, reals)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(b.String(), "RESULT: FAILED") {
+				t.Errorf("Print = %v, want %q\n%s", err, tc.want, b.String())
+			}
+			if cerr := s.Check(reals); fmt.Sprint(cerr) != fmt.Sprint(err) {
+				t.Errorf("Check = %v, Print = %v", cerr, err)
 			}
 		})
 	}
 }
 
-func clone(m map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range m {
-		out[k] = v
+// printsOK prints s, which must pass, and checks that the output holds
+// every want.
+func printsOK(t *testing.T, s Summary, wants ...string) string {
+	t.Helper()
+	var b strings.Builder
+	if err := s.Print(&b, reals); err != nil {
+		t.Fatalf("a good run fails: %v\n%s", err, b.String())
 	}
-	return out
+	for _, want := range wants {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("missing %q in\n%s", want, b.String())
+		}
+	}
+	return b.String()
 }
 
 func TestSummaryPrint(t *testing.T) {
-	var b strings.Builder
 	s := good()
 	s.Waits.Failed, s.Waits.Failures = 3, map[string]int{"timeout": 1, "reset": 2}
-	if err := s.Print(&b, reals); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
+	printsOK(t, s,
 		"master before:    lb1",
 		"master after:     lb2, 5ms after the kill: master's process is gone",
 		"lb1 served:       29 new connections (rs1 10, rs2 10, rs3 9)",
 		"200 of 200 survived",
 		"50 answered, usually in 0s; 3 failed (reset 2, timeout 1)",
 		"RESULT: OK",
-	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("missing %q in\n%s", want, b.String())
-		}
-	}
+	)
 }

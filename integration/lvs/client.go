@@ -422,14 +422,17 @@ func StopStreams(streams []*Stream) []StreamReport {
 	return out
 }
 
-// BreakReason reduces a Break's error to a short class: reset, timeout,
-// eof, refused, or the error itself.
+// BreakReason reduces a Break's error to a short class: reset, timeout
+// (a context's deadline too), eof, refused, or the error itself.
 func BreakReason(err error) string {
 	s := fmt.Sprint(err)
 	for _, r := range []string{"reset", "timeout", "EOF", "refused"} {
 		if strings.Contains(s, r) {
 			return strings.ToLower(r)
 		}
+	}
+	if strings.Contains(s, "deadline exceeded") {
+		return "timeout"
 	}
 	return s
 }
