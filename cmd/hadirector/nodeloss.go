@@ -50,13 +50,13 @@ type arpTarget struct {
 	addr   netip.Addr
 }
 
-// Node-loss probe timing: three ARP requests, each given an eighth of the
+// Node-loss probe timing: two ARP requests, each given an eighth of the
 // fastest link's interval (at least 2 ms, at most 50 ms) for its answer. An
-// ARP reply on a LAN takes well under a millisecond; three chances absorb
-// lost frames, and the longer wait on slower links (where the probe is not
+// ARP reply on a LAN takes well under a millisecond; two chances absorb a
+// lost frame, and the longer wait on slower links (where the probe is not
 // what makes detection slow) keeps a loaded peer from being taken for dead.
 const (
-	nodeLossTries   = 3
+	nodeLossTries   = 2
 	nodeLossWaitMin = 2 * time.Millisecond
 	nodeLossWaitMax = 50 * time.Millisecond
 )

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
 // ProbeARP asks target for its hardware address on interface ifname, up to
@@ -31,8 +34,13 @@ func ProbeARP(ifname string, target netip.Addr, tries int, wait time.Duration) (
 	if err != nil {
 		return false, fmt.Errorf("arp probe: %w", err)
 	}
-	c, err := arp.Dial(ifi)
+	pc, err := packet.Listen(ifi, packet.Raw, etherTypeARP, nil)
 	if err != nil {
+		return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
+	}
+	c, err := arp.New(ifi, pc)
+	if err != nil {
+		pc.Close()
 		return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
 	}
 	defer c.Close()
@@ -46,22 +54,17 @@ func ProbeARP(ifname string, target netip.Addr, tries int, wait time.Duration) (
 			}
 			return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
 		}
-		drained := false
 		for {
 			p, _, err := c.Read()
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if drained {
-					break // next try
-				}
 				// A read whose deadline has passed fails before it looks
 				// at the socket: if this goroutine ran late (a loaded
-				// machine), an answer may be waiting there. Look once
-				// more, with a deadline still ahead.
-				drained = true
-				if err := c.SetDeadline(time.Now().Add(200 * time.Microsecond)); err != nil {
-					return false, err
+				// machine), the answer may be waiting there. Look without
+				// waiting, then try again.
+				if answered, err := drainARP(pc, target); answered || err != nil {
+					return answered, err
 				}
-				continue
+				break
 			}
 			if err != nil {
 				return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
@@ -72,4 +75,37 @@ func ProbeARP(ifname string, target netip.Addr, tries int, wait time.Duration) (
 		}
 	}
 	return false, nil
+}
+
+// etherTypeARP is the ARP EtherType, for the packet socket.
+const etherTypeARP = 0x0806
+
+// drainARP reads, without waiting, the frames already queued on pc and
+// reports whether one is target's ARP reply.
+func drainARP(pc *packet.Conn, target netip.Addr) (bool, error) {
+	if err := pc.SetReadDeadline(time.Time{}); err != nil {
+		return false, err
+	}
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	answered := false
+	buf := make([]byte, 128)
+	err = rc.Read(func(fd uintptr) bool {
+		for !answered {
+			n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				return true // EAGAIN: nothing more queued (or an error: give up)
+			}
+			var f ethernet.Frame
+			var p arp.Packet
+			if f.UnmarshalBinary(buf[:n]) != nil || p.UnmarshalBinary(f.Payload) != nil {
+				continue
+			}
+			answered = p.Operation == arp.OperationReply && p.SenderIP == target
+		}
+		return true // never wait
+	})
+	return answered, err
 }
