@@ -184,3 +184,33 @@ func (n *nodeLoss) run() {
 	n.log.Warn("peer node lost: every heartbeat link is silent and it answers no ARP", "probe", time.Since(start))
 	n.lost(n.addrs)
 }
+
+// openProbers opens an ARP prober per probed interface ahead of time, so a
+// probe does not pay for its socket when it counts; an interface whose
+// prober cannot be opened is probed with a socket of its own each time.
+// It returns a function that closes them.
+func (n *nodeLoss) openProbers() func() {
+	probers := map[string]*heartbeat.ARPProber{}
+	for _, t := range n.targets {
+		if _, ok := probers[t.ifname]; ok {
+			continue
+		}
+		p, err := heartbeat.NewARPProber(t.ifname)
+		if err != nil {
+			n.log.Warn("node-loss ARP prober not opened ahead; it will open at each probe", "interface", t.ifname, "err", err)
+			continue
+		}
+		probers[t.ifname] = p
+	}
+	n.probe = func(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error) {
+		if p, ok := probers[ifname]; ok {
+			return p.Probe(target, tries, wait)
+		}
+		return heartbeat.ProbeARP(ifname, target, tries, wait)
+	}
+	return func() {
+		for _, p := range probers {
+			p.Close()
+		}
+	}
+}

@@ -116,6 +116,8 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 			return time.Time{}
 		}
 		if nl := newNodeLoss(cfg, peer, names, lastRx, lost, log); nl != nil {
+			closeProbers := nl.openProbers()
+			p.close = append(p.close, func() error { closeProbers(); return nil })
 			p.nodeLoss.Store(nl)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,53 +24,132 @@ import (
 // and its fast links stop, instead of waiting out the VRRP timer; a node
 // that still answers keeps the RFC timer in charge.
 //
-// It opens a packet socket for the duration of the probe (nothing stays
-// open between probes), so it needs CAP_NET_RAW.
+// It opens a packet socket for the duration of the probe (ARPProber keeps
+// one open), so it needs CAP_NET_RAW.
 func ProbeARP(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error) {
-	if !target.Is4() {
-		return false, fmt.Errorf("arp probe: %s is not IPv4", target)
-	}
-	ifi, err := net.InterfaceByName(ifname)
+	p, err := NewARPProber(ifname)
 	if err != nil {
-		return false, fmt.Errorf("arp probe: %w", err)
+		return false, err
+	}
+	defer p.Close()
+	return p.Probe(target, tries, wait)
+}
+
+// ARPProber is ProbeARP with its socket opened ahead of time, so that a
+// probe costs only its requests and waits: opening the socket (an
+// interface lookup, a socket, a filter, an address dump) takes a
+// millisecond or more on a busy machine, when the probe is on the clock.
+// The socket is never read between probes (no wake-ups); the ARP frames
+// queued meanwhile are discarded when a probe starts. Safe for concurrent
+// use (probes run one at a time).
+type ARPProber struct {
+	mu     sync.Mutex
+	ifname string
+	pc     *packet.Conn
+	c      *arp.Client
+	rc     syscall.RawConn
+}
+
+// NewARPProber opens a prober on interface ifname (CAP_NET_RAW).
+func NewARPProber(ifname string) (*ARPProber, error) {
+	p := &ARPProber{ifname: ifname}
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *ARPProber) open() error {
+	ifi, err := net.InterfaceByName(p.ifname)
+	if err != nil {
+		return fmt.Errorf("arp probe: %w", err)
 	}
 	pc, err := packet.Listen(ifi, packet.Raw, etherTypeARP, nil)
 	if err != nil {
-		return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
+		return fmt.Errorf("arp probe on %s: %w", p.ifname, err)
 	}
 	c, err := arp.New(ifi, pc)
 	if err != nil {
 		pc.Close()
-		return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
+		return fmt.Errorf("arp probe on %s: %w", p.ifname, err)
 	}
-	defer c.Close()
-	for range max(tries, 1) {
-		if err := c.SetDeadline(time.Now().Add(wait)); err != nil {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		c.Close()
+		return err
+	}
+	p.pc, p.c, p.rc = pc, c, rc
+	return nil
+}
+
+// Close closes the socket.
+func (p *ARPProber) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.c == nil {
+		return nil
+	}
+	err := p.c.Close()
+	p.c, p.pc, p.rc = nil, nil, nil
+	return err
+}
+
+// Probe is ProbeARP on the prober's interface. A socket that fails (the
+// interface was re-created, say) is reopened once.
+func (p *ARPProber) Probe(target netip.Addr, tries int, wait time.Duration) (bool, error) {
+	if !target.Is4() {
+		return false, fmt.Errorf("arp probe: %s is not IPv4", target)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.c == nil {
+		if err := p.open(); err != nil {
 			return false, err
 		}
-		if err := c.Request(target); err != nil {
+	}
+	alive, err := p.probe(target, tries, wait)
+	if err != nil {
+		p.c.Close()
+		p.c, p.pc, p.rc = nil, nil, nil
+		if err = p.open(); err != nil {
+			return false, err
+		}
+		alive, err = p.probe(target, tries, wait)
+	}
+	return alive, err
+}
+
+func (p *ARPProber) probe(target netip.Addr, tries int, wait time.Duration) (bool, error) {
+	// What queued since the last probe is old news.
+	if _, err := drainARP(p.pc, netip.Addr{}); err != nil {
+		return false, err
+	}
+	for range max(tries, 1) {
+		deadline := time.Now().Add(wait)
+		if err := p.c.Request(target); err != nil {
 			if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENETDOWN) {
 				return false, nil // our side of the link is down: nobody answers through it
 			}
-			return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
+			return false, fmt.Errorf("arp probe on %s: %w", p.ifname, err)
 		}
+		// Wait with ppoll on this thread rather than a read deadline: the
+		// runtime's timers wake late by a millisecond or more when the
+		// machine is busy, and the probe's two short waits are the whole
+		// of a node-loss decision.
 		for {
-			p, _, err := c.Read()
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// A read whose deadline has passed fails before it looks
-				// at the socket: if this goroutine ran late (a loaded
-				// machine), the answer may be waiting there. Look without
-				// waiting, then try again.
-				if answered, err := drainARP(pc, target); answered || err != nil {
-					return answered, err
-				}
+			answered, err := drainARP(p.pc, target)
+			if answered || err != nil {
+				return answered, err
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
 				break
 			}
-			if err != nil {
-				return false, fmt.Errorf("arp probe on %s: %w", ifname, err)
-			}
-			if p.Operation == arp.OperationReply && p.SenderIP == target {
-				return true, nil
+			ts := unix.NsecToTimespec(left.Nanoseconds())
+			if err := p.rc.Control(func(fd uintptr) {
+				_, _ = unix.Ppoll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, &ts, nil)
+			}); err != nil {
+				return false, err
 			}
 		}
 	}
@@ -83,9 +162,6 @@ const etherTypeARP = 0x0806
 // drainARP reads, without waiting, the frames already queued on pc and
 // reports whether one is target's ARP reply.
 func drainARP(pc *packet.Conn, target netip.Addr) (bool, error) {
-	if err := pc.SetReadDeadline(time.Time{}); err != nil {
-		return false, err
-	}
 	rc, err := pc.SyscallConn()
 	if err != nil {
 		return false, err

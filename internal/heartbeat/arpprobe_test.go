@@ -63,3 +63,46 @@ func TestProbeARP(t *testing.T) {
 		t.Error("an IPv6 target was accepted")
 	}
 }
+
+// TestARPProber: a prober opened ahead answers probe after probe, frames
+// queued between probes (the peer's own ARP traffic) do not confuse it,
+// and an address nobody has still gets no answer.
+func TestARPProber(t *testing.T) {
+	lab := netlab.NewForTest(t, "hbp")
+	a, err := lab.AddNode("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.AddNode("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lab.Link(a, "eth0", []string{"10.7.3.1/24"}, b, "eth0", []string{"10.7.3.2/24"}); err != nil {
+		t.Fatal(err)
+	}
+	var p *heartbeat.ARPProber
+	if err := a.Do(func() (err error) { p, err = heartbeat.NewARPProber("eth0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := range 3 {
+		start := time.Now()
+		alive, err := p.Probe(netip.MustParseAddr("10.7.3.2"), 2, 5*time.Millisecond)
+		if err != nil || !alive {
+			t.Fatalf("probe %d: alive %v, err %v", i, alive, err)
+		}
+		t.Logf("probe %d answered in %v", i, time.Since(start))
+		// The peer asks for us meanwhile: frames queue on the idle socket.
+		b.Do(func() error {
+			_, _ = heartbeat.ProbeARP("eth0", netip.MustParseAddr("10.7.3.1"), 1, 5*time.Millisecond)
+			return nil
+		})
+	}
+	start := time.Now()
+	if alive, err := p.Probe(netip.MustParseAddr("10.7.3.9"), 2, 5*time.Millisecond); err != nil || alive {
+		t.Fatalf("nobody's address: alive %v, err %v", alive, err)
+	}
+	if took := time.Since(start); took < 10*time.Millisecond {
+		t.Errorf("gave up after %v, before its two 5 ms waits", took)
+	}
+}
