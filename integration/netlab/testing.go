@@ -68,3 +68,22 @@ func privileged() bool {
 	}
 	return false
 }
+
+// PairForTest is NewForTest with two nodes, "a" and "b", joined by a veth
+// pair called ifname at both ends, with addrsA and addrsB (see Link): the
+// bed of most two-host tests.
+func PairForTest(tb testing.TB, prefix, ifname string, addrsA, addrsB []string) (a, b *Node) {
+	tb.Helper()
+	lab := NewForTest(tb, prefix)
+	var err error
+	if a, err = lab.AddNode("a"); err != nil {
+		tb.Fatal(err)
+	}
+	if b, err = lab.AddNode("b"); err != nil {
+		tb.Fatal(err)
+	}
+	if _, _, err := lab.Link(a, ifname, addrsA, b, ifname, addrsB); err != nil {
+		tb.Fatal(err)
+	}
+	return a, b
+}

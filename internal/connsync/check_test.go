@@ -10,19 +10,8 @@ import (
 // TestCheckInterface runs in a namespace: an interface without IPv4, and
 // a maxlen over the MTU, are refused with the reason.
 func TestCheckInterface(t *testing.T) {
-	lab := netlab.NewForTest(t, "hdck")
-	a, err := lab.AddNode("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddNode("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := lab.Link(a, "v4", []string{"10.88.0.1/24"}, b, "v4", []string{"10.88.0.2/24"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := lab.Link(a, "v6only", []string{"fd88::1/64"}, b, "v6only", []string{"fd88::2/64"}); err != nil {
+	a, b := netlab.PairForTest(t, "hdck", "v4", []string{"10.88.0.1/24"}, []string{"10.88.0.2/24"})
+	if _, _, err := a.Lab().Link(a, "v6only", []string{"fd88::1/64"}, b, "v6only", []string{"fd88::2/64"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -15,19 +15,8 @@ import (
 // waiting (what ProbeARP relies on when it ran late), and an empty queue
 // returns at once.
 func TestDrainARP(t *testing.T) {
-	lab := netlab.NewForTest(t, "hbd")
-	a, err := lab.AddNode("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddNode("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := lab.Link(a, "eth0", []string{"10.7.1.1/24"}, b, "eth0", []string{"10.7.1.2/24"}); err != nil {
-		t.Fatal(err)
-	}
-	err = a.Do(func() error {
+	a, _ := netlab.PairForTest(t, "hbd", "eth0", []string{"10.7.1.1/24"}, []string{"10.7.1.2/24"})
+	err := a.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err

@@ -12,18 +12,7 @@ import (
 // TestProbeARP: a node whose kernel is there answers; the same node with
 // its link down, and an address nobody has, do not, within the wait.
 func TestProbeARP(t *testing.T) {
-	lab := netlab.NewForTest(t, "hba")
-	a, err := lab.AddNode("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddNode("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := lab.Link(a, "eth0", []string{"10.7.0.1/24"}, b, "eth0", []string{"10.7.0.2/24"}); err != nil {
-		t.Fatal(err)
-	}
+	a, b := netlab.PairForTest(t, "hba", "eth0", []string{"10.7.0.1/24"}, []string{"10.7.0.2/24"})
 	probe := func(target string) (bool, time.Duration) {
 		t.Helper()
 		var alive bool
@@ -68,18 +57,7 @@ func TestProbeARP(t *testing.T) {
 // queued between probes (the peer's own ARP traffic) do not confuse it,
 // and an address nobody has still gets no answer.
 func TestARPProber(t *testing.T) {
-	lab := netlab.NewForTest(t, "hbp")
-	a, err := lab.AddNode("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddNode("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := lab.Link(a, "eth0", []string{"10.7.3.1/24"}, b, "eth0", []string{"10.7.3.2/24"}); err != nil {
-		t.Fatal(err)
-	}
+	a, b := netlab.PairForTest(t, "hbp", "eth0", []string{"10.7.3.1/24"}, []string{"10.7.3.2/24"})
 	var p *heartbeat.ARPProber
 	if err := a.Do(func() (err error) { p, err = heartbeat.NewARPProber("eth0"); return err }); err != nil {
 		t.Fatal(err)
