@@ -202,6 +202,9 @@ type Machine struct {
 	// preemptAt is when a held-back preemption may happen (read when an
 	// advert arrives, never a timer); lastAnnounce limits Announce.
 	preemptAt, lastAnnounce time.Time
+	// reannounceAt: a split brain's winner announces once more then (see
+	// ReannounceDelay).
+	reannounceAt time.Time
 
 	stats Stats
 }
@@ -254,7 +257,7 @@ func (m *Machine) MasterDownInterval() time.Duration {
 // NextDeadline is when the driver must send Tick; zero when no timer runs.
 func (m *Machine) NextDeadline() time.Time {
 	var next time.Time
-	for _, t := range []time.Time{m.adverTimer, m.masterDownTimer, m.releaseAt} {
+	for _, t := range []time.Time{m.adverTimer, m.masterDownTimer, m.releaseAt, m.reannounceAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -400,7 +403,7 @@ func (m *Machine) handoverBound() time.Duration {
 }
 
 func (m *Machine) clearTimers() {
-	m.adverTimer, m.masterDownTimer, m.preemptAt, m.releaseAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	m.adverTimer, m.masterDownTimer, m.preemptAt, m.releaseAt, m.reannounceAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 }
 
 func (m *Machine) enterMaster(out *actions, now time.Time, reason string) {
@@ -529,9 +532,18 @@ func (m *Machine) receivedAsMaster(out *actions, r Received, now time.Time) {
 		if now.Sub(m.lastAnnounce) >= m.MasterDownInterval() {
 			out.add(Announce{})
 			m.lastAnnounce = now
+			m.reannounceAt = now.Add(ReannounceDelay)
 		}
 	}
 }
+
+// ReannounceDelay is when a split brain's winner announces the VIPs once
+// more. The loser yields on the advert the winner sends with its first
+// announcement, but its own gratuitous ARP may leave after the winner's (a
+// takeover waits for the IPVS table, up to 200 ms): clients that followed
+// it would stay with a director that no longer holds the VIPs until their
+// ARP entries go stale.
+const ReannounceDelay = 250 * time.Millisecond
 
 func (m *Machine) tick(out *actions, now time.Time) {
 	due := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) }
@@ -548,6 +560,12 @@ func (m *Machine) tick(out *actions, now time.Time) {
 			m.transition(out, Initialize, "stopped after handing over")
 			out.add(Stopped{})
 			return
+		}
+		if due(m.reannounceAt) {
+			m.reannounceAt = time.Time{}
+			if !m.stopping {
+				out.add(Announce{})
+			}
 		}
 		if due(m.adverTimer) {
 			p := m.Priority()

@@ -179,6 +179,17 @@ func TestScenarios(t *testing.T) {
 			{mdi + time.Second, from(low, advert(50, adv1s)), "advert(100)", Master},
 			{2 * mdi, from(low, advert(50, adv1s)), "advert(100) announce", Master},
 			{2*mdi + 10*time.Millisecond, from(low, advert(50, adv1s)), "advert(100)", Master},
+			// Once more after ReannounceDelay, in case the loser's own
+			// announcement left after ours.
+			{2*mdi + ReannounceDelay - time.Millisecond, Tick{}, "", Master},
+			{2*mdi + ReannounceDelay, Tick{}, "announce", Master},
+		}},
+		{"split brain: no second announcement after yielding", cfg(100), []step{
+			{0, Start{}, "INIT->BACKUP", Backup},
+			{mdi, Tick{}, "BACKUP->MASTER advert(100) take", Master},
+			{2 * mdi, from(low, advert(50, adv1s)), "advert(100) announce", Master},
+			{2*mdi + 100*time.Millisecond, from(high, advert(200, adv1s)), "advert(100) MASTER->BACKUP release", Backup},
+			{2*mdi + ReannounceDelay, Tick{}, "", Backup},
 		}},
 		{"master answers a resigning router at once", cfg(100), []step{
 			{0, Start{}, "INIT->BACKUP", Backup},
