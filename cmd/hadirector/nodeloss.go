@@ -101,31 +101,31 @@ func newNodeLoss(cfg *config.Config, peer *config.Node, links []string, lastRx f
 
 // health takes a link's health transition.
 func (n *nodeLoss) health(h heartbeat.LinkHealth) {
-	n.mu.Lock()
-	if _, ok := n.links[h.Name]; !ok {
-		n.mu.Unlock()
-		return
-	}
-	n.links[h.Name] = h.Up
-	if h.Up {
-		n.armed = true // a frame came
-	}
-	start := n.startLocked()
-	n.mu.Unlock()
-	if start {
-		go n.run()
-	}
+	n.update(h.Name, func() {
+		n.links[h.Name] = h.Up
+		if h.Up {
+			n.armed = true // a frame came
+		}
+	})
 }
 
 // quiet takes a link's quiet report (one frame missed).
 func (n *nodeLoss) quiet(h heartbeat.LinkHealth) {
+	n.update(h.Name, func() {
+		n.quietRx[h.Name] = h.LastRx
+		n.armed = true // each silence begins with a frame
+	})
+}
+
+// update applies f (under the lock) for a watched link, and starts a
+// probe if that made every link silent.
+func (n *nodeLoss) update(link string, f func()) {
 	n.mu.Lock()
-	if _, ok := n.links[h.Name]; !ok {
+	if _, ok := n.links[link]; !ok {
 		n.mu.Unlock()
 		return
 	}
-	n.quietRx[h.Name] = h.LastRx
-	n.armed = true // each silence begins with a frame
+	f()
 	start := n.startLocked()
 	n.mu.Unlock()
 	if start {

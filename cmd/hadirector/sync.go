@@ -4,10 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -75,8 +72,8 @@ func (s *syncDaemons) listen() {
 	backup := s.wantLocked(s.cfg.Sync)
 	s.mu.Unlock()
 	ports := 1
-	if v, err := os.ReadFile(filepath.Join(connsync.SysctlDir, "sync_ports")); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && n > 0 {
+	if v, err := connsync.ReadSysctl(connsync.SysctlDir, "sync_ports"); err == nil {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			ports = n
 		}
 	}

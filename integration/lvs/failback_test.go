@@ -43,18 +43,9 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 			// 1 s adverts: a loaded emulated VM stalls for a few hundred
 			// ms at times, and a 100 ms interval then looks like a dead
 			// master.
-			cfg := b.Config(lvs.ConfigOptions{EchoService: true, AdvertInterval: "1s",
-				Extra:     fmt.Sprintf("[sync]\ninterface = \"eth0\"\ncatch_up = %s\ncatch_up_timeout = \"90s\"\npeer_interval = \"200ms\"", catchUp),
-				Check:     "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3",
-				EchoCheck: "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"})
-			d1 := b.StartDaemon(ctx, t, b.LBs[0], cfg)
-			d2 := b.StartDaemon(ctx, t, b.LBs[1], cfg)
-			if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
-				t.Fatal(err)
-			}
-			for _, lb := range b.LBs {
-				waitWeightsOn(ctx, t, b, lb, echoKey(b), "the echo service up", allAt(b, lvs.EchoPort, 1))
-			}
+			c := lvs.ConfigOptions{AdvertInterval: "1s",
+				Extra: fmt.Sprintf("[sync]\ninterface = \"eth0\"\ncatch_up = %s\ncatch_up_timeout = \"90s\"\npeer_interval = \"200ms\"", catchUp)}
+			d1, d2 := startPair(ctx, t, b, c)
 			// A line every 500 ms: 2 to 4 inbound packets a second, so lb2
 			// re-sends each connection every 12 to 25 s (50 packets), and
 			// lb1, preempting 3.4 s after it starts (Master_Down_Interval),
@@ -89,7 +80,7 @@ func TestFailbackWaitsUntilCaughtUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			back := time.Now()
-			d1 = b.StartDaemon(ctx, t, b.LBs[0], cfg)
+			d1 = b.StartDaemon(ctx, t, b.LBs[0], pairConfig(b, c))
 			var gateSeen string
 			st, err := d1.WaitStatus(ctx, func(st *control.Status) bool {
 				if st.Sync != nil && st.Sync.Peer != nil && st.Sync.Peer.Holding {

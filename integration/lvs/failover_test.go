@@ -124,10 +124,7 @@ func TestFailoverKeepsConnections(t *testing.T) {
 // lb1 is MASTER, lb2 BACKUP, and both have the echo service up.
 func startPair(ctx context.Context, t *testing.T, b *lvs.Bed, c lvs.ConfigOptions) (d1, d2 *lvs.Daemon) {
 	t.Helper()
-	c.EchoService = true
-	c.Check = "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
-	c.EchoCheck = "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
-	cfg := b.Config(c)
+	cfg := pairConfig(b, c)
 	d1 = b.StartDaemon(ctx, t, b.LBs[0], cfg)
 	d2 = b.StartDaemon(ctx, t, b.LBs[1], cfg)
 	if _, err := d1.WaitState(ctx, lvs.InstanceName, "MASTER"); err != nil {
@@ -140,6 +137,16 @@ func startPair(ctx context.Context, t *testing.T, b *lvs.Bed, c lvs.ConfigOption
 		waitWeightsOn(ctx, t, b, lb, echoKey(b), "the echo service up", allAt(b, lvs.EchoPort, 1))
 	}
 	return d1, d2
+}
+
+// pairConfig is startPair's cluster file: c with the echo service and
+// checks that hold under the load of a thousand connections in an
+// emulated VM (100 ms timeouts flap there).
+func pairConfig(b *lvs.Bed, c lvs.ConfigOptions) string {
+	c.EchoService = true
+	c.Check = "type = \"http\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
+	c.EchoCheck = "type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nfall = 3"
+	return b.Config(c)
 }
 
 func echoKey(b *lvs.Bed) ipvs.ServiceKey {

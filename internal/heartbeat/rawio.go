@@ -74,21 +74,27 @@ func (sa *sockaddr) addrPort() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// rawRecvmsg reads one datagram from the non-blocking socket fd into p,
-// its control messages into oob and its source into from (if not nil).
-func rawRecvmsg(fd uintptr, p, oob []byte, from *sockaddr) (n, oobn, flags int, errno syscall.Errno) {
-	var msg unix.Msghdr
-	var iov unix.Iovec
+// setMsghdr points msg at one buffer p (through iov) and the control
+// buffer oob. The caller keeps p and oob alive across the syscall.
+func setMsghdr(msg *unix.Msghdr, iov *unix.Iovec, p, oob []byte) {
 	if len(p) > 0 {
 		iov.Base = &p[0]
 		iov.SetLen(len(p))
 	}
-	msg.Iov = &iov
+	msg.Iov = iov
 	msg.SetIovlen(1)
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
 	}
+}
+
+// rawRecvmsg reads one datagram from the non-blocking socket fd into p,
+// its control messages into oob and its source into from (if not nil).
+func rawRecvmsg(fd uintptr, p, oob []byte, from *sockaddr) (n, oobn, flags int, errno syscall.Errno) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	setMsghdr(&msg, &iov, p, oob)
 	if from != nil {
 		msg.Name = (*byte)(unsafe.Pointer(&from.raw))
 		msg.Namelen = uint32(unsafe.Sizeof(from.raw))
@@ -111,16 +117,7 @@ func rawRecvmsg(fd uintptr, p, oob []byte, from *sockaddr) (n, oobn, flags int, 
 func rawSendmsg(fd uintptr, p, oob []byte, to *sockaddr) syscall.Errno {
 	var msg unix.Msghdr
 	var iov unix.Iovec
-	if len(p) > 0 {
-		iov.Base = &p[0]
-		iov.SetLen(len(p))
-	}
-	msg.Iov = &iov
-	msg.SetIovlen(1)
-	if len(oob) > 0 {
-		msg.Control = &oob[0]
-		msg.SetControllen(len(oob))
-	}
+	setMsghdr(&msg, &iov, p, oob)
 	if to != nil {
 		msg.Name = (*byte)(unsafe.Pointer(&to.raw))
 		msg.Namelen = to.len
