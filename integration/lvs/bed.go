@@ -251,7 +251,7 @@ func HasAddr(node *netlab.Node, ifname string, a netip.Addr) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := redump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return false, err
 	}
@@ -285,7 +285,7 @@ func NeighMAC(node *netlab.Node, ifname string, a netip.Addr) (net.HardwareAddr,
 	if err != nil {
 		return nil, err
 	}
-	ns, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	ns, err := redump(func() ([]netlink.Neigh, error) { return h.NeighList(link.Attrs().Index, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, err
 	}
@@ -339,4 +339,16 @@ func Run(ctx context.Context, node *netlab.Node, name string, args ...string) (s
 		return string(out), fmt.Errorf("%s: %s %v: %w\n%s", node.Name(), name, args, err, out)
 	}
 	return string(out), nil
+}
+
+// redump runs a netlink dump again when the kernel marked it interrupted
+// by a concurrent change (ErrDumpInterrupted, a partial answer): with
+// other tests' namespaces coming and going that happens now and then.
+func redump[T any](dump func() ([]T, error)) ([]T, error) {
+	for try := 1; ; try++ {
+		out, err := dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 5 {
+			return out, err
+		}
+	}
 }

@@ -313,6 +313,11 @@ func (ns *namespace) ipv6State(index int) (string, error) {
 		return "settled", nil // no IPv6 on this link (or in this kernel)
 	}
 	addrs, err := ns.nl.AddrList(link, netlink.FAMILY_V6)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		// Another namespace's change raced the dump (seen in CI while an
+		// earlier test's namespaces were torn down): look again.
+		return "address dump interrupted", nil
+	}
 	if err != nil {
 		return "", err
 	}

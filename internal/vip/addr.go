@@ -105,7 +105,7 @@ func removeListed(h *netlink.Handle, link netlink.Link, vips []netip.Prefix) ([]
 	for _, p := range vips {
 		want[p.Addr().Unmap()] = true
 	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := listAddrs(h, link)
 	if err != nil {
 		return nil, fmt.Errorf("vip: list addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -123,4 +123,17 @@ func removeListed(h *netlink.Handle, link netlink.Link, vips []netip.Prefix) ([]
 		removed = append(removed, p)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// listAddrs lists link's addresses. The kernel marks a dump that raced a
+// change of the table (NLM_F_DUMP_INTR; netlink returns the partial list
+// with ErrDumpInterrupted), and a partial list could hide a VIP: dump
+// again, a few times, before giving up.
+func listAddrs(h *netlink.Handle, link netlink.Link) ([]netlink.Addr, error) {
+	for try := 1; ; try++ {
+		addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 5 {
+			return addrs, err
+		}
+	}
 }

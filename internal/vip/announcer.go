@@ -692,7 +692,7 @@ func (a *Announcer) check(reason string) {
 // checkLocked puts back missing or DAD-failed VIPs and reports whether it
 // put any back. It clears degraded when every VIP is in place afterwards.
 func (a *Announcer) checkLocked(reason string) bool {
-	addrs, err := a.nl.AddrList(a.linkRef(), netlink.FAMILY_ALL)
+	addrs, err := listAddrs(a.nl, a.linkRef())
 	if err != nil {
 		a.noteError(fmt.Errorf("vip: check: list addresses of %s: %w", a.ifname, err))
 		a.degraded = true
