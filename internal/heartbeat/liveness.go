@@ -13,7 +13,10 @@ package heartbeat
 // Liveness holds that connection and reports the FIN as LivenessLost:
 // about half a millisecond from kill(2) to the event between two network
 // namespaces of one host, the dying process's teardown included
-// (BenchmarkLivenessKillToLost). The engine may treat Lost from the master
+// (BenchmarkLivenessKillToLost). The established connection is also held
+// on a high descriptor (fdpin.go), so that the dying kernel releases it
+// before the process's packet sockets, each of which waits for an RCU
+// grace period. The engine may treat Lost from the master
 // like a priority-0 advert and take over at once; Bye, Down and Connected
 // call for nothing (the adverts and the timers decide as usual).
 //
@@ -436,6 +439,9 @@ type lvParams struct {
 type lconn struct {
 	nc     net.Conn
 	dialed bool // we are the initiator
+	pin    int  // a duplicate of nc's socket on a high descriptor (fdpin.go); 0: none
+
+	closeOnce sync.Once
 
 	wmu     sync.Mutex // serialises writes after the first handshake message
 	sess    *lvSession // set (under wmu) once Ks is known
@@ -723,13 +729,13 @@ func (l *Liveness) register(c *lconn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		c.nc.Close()
+		c.close()
 		return false
 	}
 	if !c.dialed {
 		if l.pending >= lvMaxPending {
 			l.st.overflows.Add(1)
-			c.nc.Close()
+			c.close()
 			return false
 		}
 		l.pending++
@@ -776,7 +782,7 @@ func (l *Liveness) acceptLoop() {
 			continue
 		}
 		l.setUserTimeout(nc)
-		c := &lconn{nc: nc}
+		c := &lconn{nc: nc, pin: pinHigh(nc)}
 		if !l.register(c) {
 			continue
 		}
@@ -804,7 +810,7 @@ func (l *Liveness) dial() {
 		return
 	}
 	l.setUserTimeout(nc)
-	c := &lconn{nc: nc, dialed: true}
+	c := &lconn{nc: nc, dialed: true, pin: pinHigh(nc)}
 	if !l.register(c) {
 		l.report(lvEvent{kind: evDialFailed, err: ErrClosed})
 		return
@@ -891,7 +897,7 @@ func (l *Liveness) shutdown() {
 	l.mu.Lock()
 	l.closed = true
 	for c := range l.conns {
-		c.nc.Close()
+		c.close()
 	}
 	l.mu.Unlock()
 	l.dialTimer.Stop()
@@ -981,7 +987,7 @@ func (l *Liveness) duplicate(c *lconn) {
 
 // drop closes c and forgets it as est/cand/dialC, with no event.
 func (l *Liveness) drop(c *lconn) {
-	c.nc.Close()
+	c.close()
 	c.est = false
 	if l.est == c {
 		l.est = nil
@@ -1050,7 +1056,7 @@ func (l *Liveness) closed1(c *lconn, err error, at time.Time) {
 	l.mu.Lock()
 	delete(l.conns, c)
 	l.mu.Unlock()
-	c.nc.Close()
+	c.close()
 	if c == l.byeWait && l.byeDone != nil {
 		close(l.byeDone)
 		l.byeDone = nil
@@ -1176,6 +1182,17 @@ func (l *Liveness) sayBye() lvByeReply {
 // --- connection and wire format ---
 
 // send writes one sealed message (post-handshake).
+// close closes the connection and its pin, once: the FIN leaves when both
+// are closed.
+func (c *lconn) close() {
+	c.closeOnce.Do(func() {
+		if c.pin > 0 {
+			_ = unix.Close(c.pin)
+		}
+		_ = c.nc.Close()
+	})
+}
+
 func (c *lconn) send(typ byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
