@@ -13,7 +13,8 @@
 #                    the host environment (repeatable). HADIRECTOR_VMTEST=1 is
 #                    always set by the guest's init.
 #   --timeout SEC    wall-clock limit for the whole VM (default 600)
-#   --smp N          guest CPUs (default: the host's, at most 4; with tcg
+#   --smp N          guest CPUs (default: HADIRECTOR_VM_SMP, else the host's,
+#                    at most 4; with tcg
 #                    each guest CPU is a host thread, and one emulated CPU
 #                    under the load of the connection-sync tests stalls for
 #                    hundreds of milliseconds and drops packets)
@@ -40,8 +41,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${HADIRECTOR_VM_WORK:-/var/tmp/hadirector-vm}
-SMP=$(nproc 2>/dev/null || echo 1)
-((SMP <= 4)) || SMP=4
+SMP=${HADIRECTOR_VM_SMP:-$(nproc 2>/dev/null || echo 1)}
+[[ -n ${HADIRECTOR_VM_SMP:-} ]] || ((SMP <= 4)) || SMP=4
 TIMEOUT=600 MEM=1024 SHARE="" KEEP=0
 PAYLOADS=() ENVS=()
 usage() { echo "usage: run.sh [--payload PATH]... [--share DIR] [--env K=V]... [--timeout S] [--mem MB] [--smp N] [--keep] [--] CMD [ARG...]" >&2; exit 2; }
