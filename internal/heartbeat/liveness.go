@@ -452,6 +452,7 @@ type lconn struct {
 	// owner-only
 	authed bool
 	est    bool
+	stale  bool // open when the established connection was lost: never established
 }
 
 type lvEventKind uint8
@@ -916,7 +917,7 @@ func (l *Liveness) handle(ev lvEvent) {
 		l.dialC = c
 	case evAuthed:
 		c.authed = true
-		if l.stopping.Load() {
+		if l.stopping.Load() || c.stale {
 			l.drop(c)
 			return
 		}
@@ -1005,7 +1006,7 @@ func (l *Liveness) drop(c *lconn) {
 func (l *Liveness) message(c *lconn, typ byte, at time.Time) {
 	switch typ {
 	case lvAccept:
-		if l.arbiter || !c.authed || c.est || l.stopping.Load() {
+		if l.arbiter || !c.authed || c.est || c.stale || l.stopping.Load() {
 			return
 		}
 		switch {
@@ -1088,6 +1089,19 @@ func (l *Liveness) closed1(c *lconn, err error, at time.Time) {
 	if l.cand != nil {
 		l.drop(l.cand)
 	}
+	// Every other connection still open began before this loss. A dying
+	// peer's kernel closes its sockets one by one, and one of them may
+	// carry a finished handshake: establishing it would report Connected,
+	// then a second Lost, for a process that is gone. If the peer lives
+	// it dials again.
+	l.mu.Lock()
+	for o := range l.conns {
+		if o != c {
+			o.stale = true
+			o.close()
+		}
+	}
+	l.mu.Unlock()
 	kind := LivenessDown
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		kind = LivenessLost
