@@ -452,8 +452,15 @@ type lconn struct {
 	// owner-only
 	authed bool
 	est    bool
-	stale  bool // open when the established connection was lost: never established
+	// staleInst: the instance whose established connection was lost
+	// while this one was still in its handshake (0: none; instances are
+	// never 0). If this one turns out to be from that same, dead, process
+	// it is dropped, never established.
+	staleInst uint64
 }
+
+// stale says whether c, authenticated, is from a process already lost.
+func (c *lconn) stale() bool { return c.staleInst != 0 && c.peerInst == c.staleInst }
 
 type lvEventKind uint8
 
@@ -917,7 +924,7 @@ func (l *Liveness) handle(ev lvEvent) {
 		l.dialC = c
 	case evAuthed:
 		c.authed = true
-		if l.stopping.Load() || c.stale {
+		if l.stopping.Load() || c.stale() {
 			l.drop(c)
 			return
 		}
@@ -1006,7 +1013,7 @@ func (l *Liveness) drop(c *lconn) {
 func (l *Liveness) message(c *lconn, typ byte, at time.Time) {
 	switch typ {
 	case lvAccept:
-		if l.arbiter || !c.authed || c.est || c.stale || l.stopping.Load() {
+		if l.arbiter || !c.authed || c.est || c.stale() || l.stopping.Load() {
 			return
 		}
 		switch {
@@ -1089,16 +1096,21 @@ func (l *Liveness) closed1(c *lconn, err error, at time.Time) {
 	if l.cand != nil {
 		l.drop(l.cand)
 	}
-	// Every other connection still open began before this loss. A dying
-	// peer's kernel closes its sockets one by one, and one of them may
-	// carry a finished handshake: establishing it would report Connected,
-	// then a second Lost, for a process that is gone. If the peer lives
-	// it dials again.
+	// A dying peer's kernel closes its sockets one by one, and another
+	// connection of the same process may carry a finished handshake:
+	// establishing it would report Connected, then a second Lost, for a
+	// process that is gone. Close those already known to be from it;
+	// those still in their handshake are dropped if they turn out to be
+	// (a new instance's connection is kept: it may be established on the
+	// peer's side already).
 	l.mu.Lock()
 	for o := range l.conns {
-		if o != c {
-			o.stale = true
+		switch {
+		case o == c:
+		case o.authed && o.peerInst == c.peerInst:
 			o.close()
+		case !o.authed:
+			o.staleInst = c.peerInst
 		}
 	}
 	l.mu.Unlock()
@@ -1195,7 +1207,6 @@ func (l *Liveness) sayBye() lvByeReply {
 
 // --- connection and wire format ---
 
-// send writes one sealed message (post-handshake).
 // close closes the connection and its pin, once: the FIN leaves when both
 // are closed.
 func (c *lconn) close() {
@@ -1207,6 +1218,7 @@ func (c *lconn) close() {
 	})
 }
 
+// send writes one sealed message (post-handshake).
 func (c *lconn) send(typ byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
