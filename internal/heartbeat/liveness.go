@@ -13,10 +13,10 @@ package heartbeat
 // Liveness holds that connection and reports the FIN as LivenessLost:
 // about half a millisecond from kill(2) to the event between two network
 // namespaces of one host, the dying process's teardown included
-// (BenchmarkLivenessKillToLost). The established connection is also held
-// on a high descriptor (fdpin.go), so that the dying kernel releases it
-// before the process's packet sockets, each of which waits for an RCU
-// grace period. The engine may treat Lost from the master
+// (BenchmarkLivenessKillToLost). Each connection is also held on a high
+// descriptor (fdpin.go), so that the dying kernel releases it before the
+// process's packet sockets, each of which waits for an RCU grace period.
+// The engine may treat Lost from the master
 // like a priority-0 advert and take over at once; Bye, Down and Connected
 // call for nothing (the adverts and the timers decide as usual).
 //
