@@ -34,6 +34,9 @@ type Options struct {
 	// Instances holds the I/O of each VRRP instance, by name. Instances
 	// missing here are not run.
 	Instances map[string]InstanceIO
+	// Readers are the VRRP sockets the engine reads itself, on its own
+	// goroutine (see waiter.go); other sources use Deliver.
+	Readers []PacketReader
 	// Links are the extra heartbeat links, by config name.
 	Links map[string]Link
 	// LinkInterval is how often a keepalive or advert goes out on the
@@ -87,8 +90,11 @@ type Engine struct {
 	st       *state // owned by Run once it starts
 	reqs     chan func(*state)
 	packets  chan Packet
-	overflow atomic.Uint64 // packets dropped because the engine was behind
+	health   chan healthcheck.Transition // forwardHealth's queue
+	overflow atomic.Uint64               // packets dropped because the engine was behind
 	done     chan struct{}
+	ctxDone  <-chan struct{}         // Run's ctx.Done
+	waiter   atomic.Pointer[waiter] // while Run runs: how inputs wake it
 }
 
 // state is owned by the Run goroutine; nothing else touches it.
@@ -180,8 +186,9 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 	}
 	return &Engine{
 		node: node, version: version, log: log, opts: opts, st: st,
-		reqs:    make(chan func(*state)),
+		reqs:    make(chan func(*state), 16),
 		packets: make(chan Packet, 1024),
+		health:  make(chan healthcheck.Transition, 64),
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -191,8 +198,16 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 func (e *Engine) Deliver(p Packet) {
 	select {
 	case e.packets <- p:
+		e.wake()
 	default:
 		e.overflow.Add(1)
+	}
+}
+
+// wake wakes the loop if it sleeps, after an input was queued.
+func (e *Engine) wake() {
+	if w := e.waiter.Load(); w != nil {
+		w.wake()
 	}
 }
 
@@ -200,6 +215,7 @@ func (e *Engine) Deliver(p Packet) {
 // graceful handover.
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
+	e.ctxDone = ctx.Done()
 	s := e.st
 	e.log.Info("director running", "cluster", s.cfg.Cluster.Name, "instances", len(s.instances), "services", len(s.cfg.Services))
 	now := e.opts.Now()
@@ -231,32 +247,93 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.apply(s, in, in.machine.Step(vrrp.Start{}, now), now)
 	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	w, err := newWaiter(e.opts.Readers)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	e.waiter.Store(w)
+	defer e.waiter.Store(nil) // before w.close (defers run last first)
+	defer context.AfterFunc(ctx, w.wake)()
+	if health != nil {
+		go e.forwardHealth(ctx, health, w)
+	}
+	read := func(p Packet) { e.receive(s, p) }
 	for {
-		e.arm(s, timer)
-		select {
-		case <-ctx.Done():
-			e.log.Info("director stopped")
-			return nil
-		case f := <-e.reqs:
-			f(s)
-		case p := <-e.packets:
-			e.receive(s, p)
-		case tr, ok := <-health:
-			if !ok {
-				health = nil // the manager closed
-				continue
+		if e.poll(s) {
+			if ctx.Err() != nil {
+				e.log.Info("director stopped")
+				return nil
 			}
-			e.healthChanged(s, tr)
-		case <-timer.C:
+			continue
+		}
+		now := e.opts.Now()
+		next := e.nextDeadline(s)
+		if !next.IsZero() && !now.Before(next) {
 			e.tick(s)
+			continue
+		}
+		// Announce the sleep, then look once more: an input queued
+		// before the announcement is seen here, one queued after it
+		// writes the wake descriptor.
+		w.sleeping.Store(true)
+		if e.poll(s) {
+			w.sleeping.Store(false)
+			continue
+		}
+		ready, err := w.wait(next, now)
+		w.sleeping.Store(false)
+		if err != nil {
+			return err
+		}
+		for _, i := range ready {
+			e.opts.Readers[i].Drain(read)
 		}
 	}
 }
 
-// arm sets the timer to the earliest deadline of any machine or link send.
-func (e *Engine) arm(s *state, t *time.Timer) {
+// poll takes one queued input, if any, without blocking, and reports
+// whether it did (a done ctx counts as one).
+func (e *Engine) poll(s *state) bool {
+	select {
+	case <-e.ctxDone:
+		return true
+	case f := <-e.reqs:
+		f(s)
+	case p := <-e.packets:
+		e.receive(s, p)
+	case tr := <-e.health:
+		e.healthChanged(s, tr)
+	default:
+		return false
+	}
+	return true
+}
+
+// forwardHealth moves the probes' transitions onto the engine's queue and
+// wakes the loop.
+func (e *Engine) forwardHealth(ctx context.Context, in <-chan healthcheck.Transition, w *waiter) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tr, ok := <-in:
+			if !ok {
+				return // the manager closed
+			}
+			select {
+			case e.health <- tr:
+				w.wake()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// nextDeadline is the earliest deadline of any machine or link send (zero:
+// none).
+func (e *Engine) nextDeadline(s *state) time.Time {
 	var next time.Time
 	for _, in := range s.instances {
 		if d := in.machine.NextDeadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
@@ -266,17 +343,7 @@ func (e *Engine) arm(s *state, t *time.Timer) {
 	if len(e.opts.Links) > 0 && !s.nextLink.IsZero() && (next.IsZero() || s.nextLink.Before(next)) {
 		next = s.nextLink
 	}
-	wait := time.Hour
-	if !next.IsZero() {
-		wait = max(next.Sub(e.opts.Now()), 0)
-	}
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
-		}
-	}
-	t.Reset(wait)
+	return next
 }
 
 func (e *Engine) tick(s *state) {
@@ -477,6 +544,7 @@ func (e *Engine) do(ctx context.Context, f func(*state)) error {
 	finished := make(chan struct{})
 	select {
 	case e.reqs <- func(s *state) { f(s); close(finished) }:
+		e.wake()
 	case <-e.done:
 		return ErrStopped
 	case <-ctx.Done():
@@ -485,6 +553,13 @@ func (e *Engine) do(ctx context.Context, f func(*state)) error {
 	select {
 	case <-finished:
 		return nil
+	case <-e.done:
+		select {
+		case <-finished:
+			return nil
+		default:
+			return ErrStopped // queued as the loop ended
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -58,6 +58,10 @@ type VRRPSocketConfig struct {
 	// OnPacket receives every packet with TTL 255, on the socket's reader
 	// goroutine, in order. It must not block.
 	OnPacket func(VRRPPacket)
+	// Manual: no reader goroutine; the owner waits for Fd to be readable
+	// and calls Drain (the engine does, to save a goroutine hop per
+	// packet). OnPacket is not used then.
+	Manual bool
 	// RecvBuffer bounds the kernel's receive queue (default 256 KiB).
 	RecvBuffer int
 }
@@ -85,6 +89,9 @@ type VRRPSocket struct {
 	conn    *net.IPConn // receives
 	rc      syscall.RawConn
 	oob     []byte // IP_PKTINFO / IPV6_PKTINFO of every send (read-only)
+
+	recvFd     int    // Manual: the receiving descriptor
+	rbuf, roob []byte // Manual: Drain's buffers (one owner)
 
 	sendMu sync.Mutex
 	sendFd int // sends; -1 once closed (under sendMu)
@@ -119,7 +126,10 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp socket on %s: %w (raw sockets need CAP_NET_RAW)", cfg.Interface, err)
 	}
-	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, done: make(chan struct{})}
+	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, recvFd: -1, done: make(chan struct{})}
+	if cfg.Manual {
+		s.rbuf, s.roob = make([]byte, vrrpMaxRecv), make([]byte, 128)
+	}
 	if s.rc, err = conn.SyscallConn(); err == nil {
 		var serr error
 		err = s.rc.Control(func(fd uintptr) { serr = s.setOptions(int(fd), false) })
@@ -137,8 +147,45 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	} else {
 		s.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: cfg.Source.As4()})
 	}
-	go s.read()
+	if cfg.Manual {
+		_ = s.rc.Control(func(fd uintptr) { s.recvFd = int(fd) })
+		close(s.done)
+	} else {
+		go s.read()
+	}
 	return s, nil
+}
+
+// Fd is the receiving socket's descriptor (non-blocking), for a Manual
+// socket's owner to wait on. It stays valid until Close.
+func (s *VRRPSocket) Fd() int { return s.recvFd }
+
+// Drain hands every packet queued on a Manual socket to fn, in order, and
+// returns when none is left (at once if none is queued).
+func (s *VRRPSocket) Drain(fn func(VRRPPacket)) {
+	var from sockaddr
+	_ = s.rc.Control(func(fd uintptr) {
+		for {
+			n, oobn, _, errno := rawRecvmsg(fd, s.rbuf, s.roob, &from)
+			switch errno {
+			case 0:
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return
+			default:
+				continue // ENOBUFS and the like: the next read may work
+			}
+			at := time.Now()
+			pkt, ok := s.decode(s.rbuf[:n], s.roob[:oobn], from.addrPort().Addr())
+			if !ok {
+				continue
+			}
+			pkt.At = at
+			s.received.Add(1)
+			fn(pkt)
+		}
+	})
 }
 
 func interfaceLinkLocal(ifi *net.Interface) (netip.Addr, error) {
