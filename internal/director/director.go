@@ -93,7 +93,7 @@ type Engine struct {
 	health   chan healthcheck.Transition // forwardHealth's queue
 	overflow atomic.Uint64               // packets dropped because the engine was behind
 	done     chan struct{}
-	ctxDone  <-chan struct{}         // Run's ctx.Done
+	ctxDone  <-chan struct{}        // Run's ctx.Done
 	waiter   atomic.Pointer[waiter] // while Run runs: how inputs wake it
 }
 

@@ -156,16 +156,20 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	return s, nil
 }
 
+const drainMax = 64
+
 // Fd is the receiving socket's descriptor (non-blocking), for a Manual
 // socket's owner to wait on. It stays valid until Close.
 func (s *VRRPSocket) Fd() int { return s.recvFd }
 
-// Drain hands every packet queued on a Manual socket to fn, in order, and
-// returns when none is left (at once if none is queued).
+// Drain hands the packets queued on a Manual socket to fn, in order, and
+// returns when none is left (at once if none is queued) or after
+// drainMax, so that a flood cannot hold its caller's other work back (the
+// socket stays readable: the caller comes back).
 func (s *VRRPSocket) Drain(fn func(VRRPPacket)) {
 	var from sockaddr
 	_ = s.rc.Control(func(fd uintptr) {
-		for {
+		for range drainMax {
 			n, oobn, _, errno := rawRecvmsg(fd, s.rbuf, s.roob, &from)
 			switch errno {
 			case 0:
