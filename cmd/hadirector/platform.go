@@ -144,10 +144,8 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 		k := sockKey{in.Interface, in.Family() == config.IPv6}
 		sock := sockets[k]
 		if sock == nil {
-			sc := heartbeat.VRRPSocketConfig{Interface: in.Interface, IPv6: k.v6, Multicast: multicast[k],
-				OnPacket: func(pk heartbeat.VRRPPacket) {
-					p.deliver(director.Packet{Interface: pk.Interface, Src: pk.Src, Dst: pk.Dst, Payload: pk.Payload, At: pk.At})
-				}}
+			// Manual: the engine reads the socket itself (director/waiter.go).
+			sc := heartbeat.VRRPSocketConfig{Interface: in.Interface, IPv6: k.v6, Multicast: multicast[k], Manual: true}
 			if !k.v6 {
 				src, ok := self.Interface(in.Interface).FirstAddr(config.IPv4)
 				if !ok {
@@ -160,6 +158,7 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 			}
 			sockets[k] = sock
 			p.sockets = append(p.sockets, sock)
+			p.opts.Readers = append(p.opts.Readers, newVRRPReader(sock))
 			p.close = append(p.close, sock.Close)
 		}
 		prefixes := make([]netip.Prefix, len(in.VIPs))
@@ -388,4 +387,29 @@ func (p *platform) defaultLiveness(cfg *config.Config, self *config.Node) error 
 		return p.openLiveness(self, peer, local, remote, config.DefaultUDPLinkPort, key[:], cfg.Cluster.Name+"/liveness/"+in.Interface)
 	}
 	return nil
+}
+
+// vrrpReader lets the engine read a Manual VRRP socket. Its callback is
+// made once: a closure per Drain would be an allocation per advert.
+type vrrpReader struct {
+	s  *heartbeat.VRRPSocket
+	fn func(director.Packet)
+	cb func(heartbeat.VRRPPacket)
+}
+
+func newVRRPReader(s *heartbeat.VRRPSocket) *vrrpReader {
+	r := &vrrpReader{s: s}
+	r.cb = func(pk heartbeat.VRRPPacket) {
+		r.fn(director.Packet{Interface: pk.Interface, Src: pk.Src, Dst: pk.Dst, Payload: pk.Payload, At: pk.At})
+	}
+	return r
+}
+
+func (r *vrrpReader) Fd() int { return r.s.Fd() }
+
+func (r *vrrpReader) Drain(fn func(director.Packet)) bool {
+	r.fn = fn
+	more := r.s.Drain(r.cb)
+	r.fn = nil
+	return more
 }

@@ -34,6 +34,9 @@ type Options struct {
 	// Instances holds the I/O of each VRRP instance, by name. Instances
 	// missing here are not run.
 	Instances map[string]InstanceIO
+	// Readers are the VRRP sockets the engine reads itself, on its own
+	// goroutine (see waiter.go); other sources use Deliver.
+	Readers []PacketReader
 	// Links are the extra heartbeat links, by config name.
 	Links map[string]Link
 	// LinkInterval is how often a keepalive or advert goes out on the
@@ -87,8 +90,12 @@ type Engine struct {
 	st       *state // owned by Run once it starts
 	reqs     chan func(*state)
 	packets  chan Packet
-	overflow atomic.Uint64 // packets dropped because the engine was behind
+	health   chan healthcheck.Transition // forwardHealth's queue
+	overflow atomic.Uint64               // packets dropped because the engine was behind
 	done     chan struct{}
+	ctxDone  <-chan struct{}        // Run's ctx.Done
+	waiter   atomic.Pointer[waiter] // while Run runs: how inputs wake it
+	stopping atomic.Bool            // Run's ctx is done (poll's fast path)
 }
 
 // state is owned by the Run goroutine; nothing else touches it.
@@ -180,8 +187,9 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 	}
 	return &Engine{
 		node: node, version: version, log: log, opts: opts, st: st,
-		reqs:    make(chan func(*state)),
+		reqs:    make(chan func(*state), 16),
 		packets: make(chan Packet, 1024),
+		health:  make(chan healthcheck.Transition, 64),
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -191,8 +199,16 @@ func New(cfg *config.Config, node, version string, log *slog.Logger, opts Option
 func (e *Engine) Deliver(p Packet) {
 	select {
 	case e.packets <- p:
+		e.wake()
 	default:
 		e.overflow.Add(1)
+	}
+}
+
+// wake wakes the loop if it sleeps, after an input was queued.
+func (e *Engine) wake() {
+	if w := e.waiter.Load(); w != nil {
+		w.wake()
 	}
 }
 
@@ -200,6 +216,7 @@ func (e *Engine) Deliver(p Packet) {
 // graceful handover.
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
+	e.ctxDone = ctx.Done()
 	s := e.st
 	e.log.Info("director running", "cluster", s.cfg.Cluster.Name, "instances", len(s.instances), "services", len(s.cfg.Services))
 	now := e.opts.Now()
@@ -231,32 +248,140 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.apply(s, in, in.machine.Step(vrrp.Start{}, now), now)
 	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	w, err := newWaiter(e.opts.Readers)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	e.waiter.Store(w)
+	defer e.waiter.Store(nil) // before w.close (defers run last first)
+	defer context.AfterFunc(ctx, func() { e.stopping.Store(true); w.wake() })()
+	if health != nil {
+		go e.forwardHealth(ctx, health, w)
+	}
+	read := func(p Packet) { e.receive(s, p) }
+	// The loop runs inside one RawConn.Read: Read calls turn at once and
+	// again each time the epoll descriptor turns readable, and resets that
+	// descriptor's readiness only once, here. A Read per sleep would reset
+	// it each time and so need one more epoll_wait per wake to be safe.
+	var turnErr error
+	err = w.rc.Read(func(uintptr) bool {
+		stop, terr := e.turn(s, w, read)
+		turnErr = terr
+		return stop
+	})
+	if err = errors.Join(err, turnErr); err != nil {
+		return err
+	}
+	e.log.Info("director stopped")
+	return nil
+}
+
+// turn is one waking of the loop: it drains the readers, takes the queued
+// inputs and runs the deadlines due, then sets the timer and reports
+// whether to sleep (false, nil) or stop (ctx done, or an error).
+func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err error) {
+	w.sleeping.Store(false)
 	for {
-		e.arm(s, timer)
-		select {
-		case <-ctx.Done():
-			e.log.Info("director stopped")
-			return nil
-		case f := <-e.reqs:
-			f(s)
-		case p := <-e.packets:
-			e.receive(s, p)
-		case tr, ok := <-health:
-			if !ok {
-				health = nil // the manager closed
+		more := false
+		for _, r := range e.opts.Readers {
+			if r.Drain(read) {
+				more = true // stopped at its cap: come back before sleeping
+			}
+		}
+		for {
+			if e.poll(s) {
+				if e.ctxErr() {
+					return true, nil
+				}
 				continue
 			}
-			e.healthChanged(s, tr)
-		case <-timer.C:
-			e.tick(s)
+			now := e.opts.Now()
+			next := e.nextDeadline(s)
+			if !next.IsZero() && !now.Before(next) {
+				e.tick(s)
+				continue
+			}
+			if err := w.arm(next, now); err != nil {
+				return true, err
+			}
+			if more {
+				break
+			}
+			// Announce the sleep, then look once more: an input queued
+			// before the announcement is seen here, one queued after it
+			// writes the wake descriptor.
+			w.sleeping.Store(true)
+			if e.poll(s) {
+				w.sleeping.Store(false)
+				if e.ctxErr() {
+					return true, nil
+				}
+				continue
+			}
+			return false, nil
 		}
 	}
 }
 
-// arm sets the timer to the earliest deadline of any machine or link send.
-func (e *Engine) arm(s *state, t *time.Timer) {
+// ctxErr reports whether Run's ctx is done.
+func (e *Engine) ctxErr() bool {
+	select {
+	case <-e.ctxDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// poll takes one queued input, if any, without blocking, and reports
+// whether it did (a done ctx counts as one).
+func (e *Engine) poll(s *state) bool {
+	// Most turns find nothing queued: say so without a select, which is
+	// a good part of an idle advert's CPU. An input queued just after
+	// these reads wakes the loop (see turn), so nothing is lost.
+	if len(e.reqs) == 0 && len(e.packets) == 0 && len(e.health) == 0 && !e.stopping.Load() {
+		return false
+	}
+	select {
+	case <-e.ctxDone:
+		return true
+	case f := <-e.reqs:
+		f(s)
+	case p := <-e.packets:
+		e.receive(s, p)
+	case tr := <-e.health:
+		e.healthChanged(s, tr)
+	default:
+		return false
+	}
+	return true
+}
+
+// forwardHealth moves the probes' transitions onto the engine's queue and
+// wakes the loop.
+func (e *Engine) forwardHealth(ctx context.Context, in <-chan healthcheck.Transition, w *waiter) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tr, ok := <-in:
+			if !ok {
+				return // the manager closed
+			}
+			select {
+			case e.health <- tr:
+				w.wake()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// nextDeadline is the earliest deadline of any machine or link send (zero:
+// none).
+func (e *Engine) nextDeadline(s *state) time.Time {
 	var next time.Time
 	for _, in := range s.instances {
 		if d := in.machine.NextDeadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
@@ -266,17 +391,7 @@ func (e *Engine) arm(s *state, t *time.Timer) {
 	if len(e.opts.Links) > 0 && !s.nextLink.IsZero() && (next.IsZero() || s.nextLink.Before(next)) {
 		next = s.nextLink
 	}
-	wait := time.Hour
-	if !next.IsZero() {
-		wait = max(next.Sub(e.opts.Now()), 0)
-	}
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
-		}
-	}
-	t.Reset(wait)
+	return next
 }
 
 func (e *Engine) tick(s *state) {
@@ -477,6 +592,7 @@ func (e *Engine) do(ctx context.Context, f func(*state)) error {
 	finished := make(chan struct{})
 	select {
 	case e.reqs <- func(s *state) { f(s); close(finished) }:
+		e.wake()
 	case <-e.done:
 		return ErrStopped
 	case <-ctx.Done():
@@ -485,6 +601,13 @@ func (e *Engine) do(ctx context.Context, f func(*state)) error {
 	select {
 	case <-finished:
 		return nil
+	case <-e.done:
+		select {
+		case <-finished:
+			return nil
+		default:
+			return ErrStopped // queued as the loop ended
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -38,9 +38,17 @@ func TestPeerFollowsMasterAndSharesOverrides(t *testing.T) {
 	// Its own probe fails rs3: the table keeps the master's view (rs3 up)
 	// and the peer hears of this node's verdict.
 	r.h.ch <- healthcheck.Transition{Target: targetID(key, rs3), From: healthcheck.StateUp, To: healthcheck.StateDown, At: time.Now()}
-	ps, err := r.e.PeerState(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The engine takes transitions through a forwarder (waiter.go): the
+	// send above may complete before the engine has the transition.
+	var ps connsync.PeerState
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		var err error
+		if ps, err = r.e.PeerState(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(ps.Entries) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(ps.Entries) != 1 || ps.Entries[0].Real != rs3 || !ps.Entries[0].Down || ps.Epoch != epoch || ps.Master {
 		t.Fatalf("PeerState = %+v; want only rs3 down, epoch %x, not master", ps, epoch)

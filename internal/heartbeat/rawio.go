@@ -112,6 +112,55 @@ func rawRecvmsg(fd uintptr, p, oob []byte, from *sockaddr) (n, oobn, flags int, 
 	return int(r), int(msg.Controllen), int(msg.Flags), 0
 }
 
+// mmsghdr is the kernel's struct mmsghdr: one message of recvmmsg (Go
+// pads it as C does: 64 bytes on 64-bit, 32 on 32-bit).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+// recvBatch is a set of buffers for rawRecvmmsg, owned by one reader.
+type recvBatch struct {
+	msgs  []mmsghdr
+	iovs  []unix.Iovec
+	froms []sockaddr
+	bufs  [][]byte
+	oobs  [][]byte
+}
+
+func newRecvBatch(n, size, oobSize int) *recvBatch {
+	b := &recvBatch{msgs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), froms: make([]sockaddr, n), bufs: make([][]byte, n), oobs: make([][]byte, n)}
+	for i := range n {
+		b.bufs[i], b.oobs[i] = make([]byte, size), make([]byte, oobSize)
+	}
+	return b
+}
+
+// rawRecvmmsg reads up to max datagrams (at most the batch's size) from
+// the non-blocking socket fd in one system call: message i is
+// b.bufs[i][:b.msgs[i].n], its control data b.oobs[i][:controllen] and
+// its source b.froms[i]. It returns how many it read; fewer than asked
+// means the queue was empty at that moment, and so does EAGAIN with none.
+func rawRecvmmsg(fd uintptr, b *recvBatch, max int) (int, syscall.Errno) {
+	max = min(max, len(b.msgs))
+	for i := range max {
+		m := &b.msgs[i]
+		*m = mmsghdr{}
+		setMsghdr(&m.hdr, &b.iovs[i], b.bufs[i], b.oobs[i])
+		m.hdr.Name = (*byte)(unsafe.Pointer(&b.froms[i].raw))
+		m.hdr.Namelen = uint32(unsafe.Sizeof(b.froms[i].raw))
+	}
+	r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(max), unix.MSG_DONTWAIT, 0, 0)
+	runtime.KeepAlive(b)
+	if e != 0 {
+		return 0, e
+	}
+	for i := range int(r) {
+		b.froms[i].len = b.msgs[i].hdr.Namelen
+	}
+	return int(r), 0
+}
+
 // rawSendmsg sends p (with control messages oob) to `to` on the
 // non-blocking socket fd.
 func rawSendmsg(fd uintptr, p, oob []byte, to *sockaddr) syscall.Errno {

@@ -58,6 +58,10 @@ type VRRPSocketConfig struct {
 	// OnPacket receives every packet with TTL 255, on the socket's reader
 	// goroutine, in order. It must not block.
 	OnPacket func(VRRPPacket)
+	// Manual: no reader goroutine; the owner waits for Fd to be readable
+	// and calls Drain (the engine does, to save a goroutine hop per
+	// packet). OnPacket is not used then.
+	Manual bool
 	// RecvBuffer bounds the kernel's receive queue (default 256 KiB).
 	RecvBuffer int
 }
@@ -85,6 +89,14 @@ type VRRPSocket struct {
 	conn    *net.IPConn // receives
 	rc      syscall.RawConn
 	oob     []byte // IP_PKTINFO / IPV6_PKTINFO of every send (read-only)
+
+	recvFd int        // Manual: the receiving descriptor
+	batch  *recvBatch // Manual: Drain's buffers (one owner)
+	// Manual: Drain's RawConn callback, made once (a closure per call
+	// would be an allocation per advert), and its arguments.
+	drainFd   func(fd uintptr)
+	drainTo   func(VRRPPacket)
+	drainMore bool
 
 	sendMu sync.Mutex
 	sendFd int // sends; -1 once closed (under sendMu)
@@ -119,7 +131,11 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp socket on %s: %w (raw sockets need CAP_NET_RAW)", cfg.Interface, err)
 	}
-	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, done: make(chan struct{})}
+	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, recvFd: -1, done: make(chan struct{})}
+	if cfg.Manual {
+		s.batch = newRecvBatch(drainBatch, vrrpMaxRecv, 128)
+		s.drainFd = s.drain
+	}
 	if s.rc, err = conn.SyscallConn(); err == nil {
 		var serr error
 		err = s.rc.Control(func(fd uintptr) { serr = s.setOptions(int(fd), false) })
@@ -137,8 +153,69 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	} else {
 		s.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: int32(s.ifindex), Spec_dst: cfg.Source.As4()})
 	}
-	go s.read()
+	if cfg.Manual {
+		_ = s.rc.Control(func(fd uintptr) { s.recvFd = int(fd) })
+		close(s.done)
+	} else {
+		go s.read()
+	}
 	return s, nil
+}
+
+const (
+	drainMax   = 64 // packets per Drain
+	drainBatch = 8  // packets per recvmmsg
+)
+
+// Fd is the receiving socket's descriptor (non-blocking), for a Manual
+// socket's owner to wait on. It stays valid until Close.
+func (s *VRRPSocket) Fd() int { return s.recvFd }
+
+// Drain hands the packets queued on a Manual socket to fn, in order, and
+// returns when none is left (at once if none is queued), or with more set
+// after drainMax, so that a flood cannot hold its caller's other work back
+// (the socket stays readable: the caller comes back). It reads with
+// recvmmsg, so an idle backup's advert costs one call (recvmsg would need
+// a second to learn that the queue is empty), and makes only raw,
+// non-blocking system calls, for which a sleeping sysmon is not woken.
+func (s *VRRPSocket) Drain(fn func(VRRPPacket)) (more bool) {
+	s.drainTo, s.drainMore = fn, false
+	_ = s.rc.Control(s.drainFd)
+	s.drainTo = nil
+	return s.drainMore
+}
+
+func (s *VRRPSocket) drain(fd uintptr) {
+	b := s.batch
+	for left, tries := drainMax, 0; left > 0 && tries < drainMax; tries++ {
+		ask := min(left, drainBatch)
+		n, errno := rawRecvmmsg(fd, b, ask)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return
+		default:
+			continue // ENOBUFS and the like: the next read may work
+		}
+		at := time.Now()
+		for i := range n {
+			m := &b.msgs[i].hdr
+			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr())
+			if !ok {
+				continue
+			}
+			pkt.At = at
+			s.received.Add(1)
+			s.drainTo(pkt)
+		}
+		left -= n
+		if n < ask {
+			return // the queue is empty
+		}
+	}
+	s.drainMore = true
 }
 
 func interfaceLinkLocal(ifi *net.Interface) (netip.Addr, error) {

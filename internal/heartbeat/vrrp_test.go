@@ -218,3 +218,64 @@ func TestVRRPSocketErrors(t *testing.T) {
 		t.Error("an IPv6 source on an IPv4 socket was accepted")
 	}
 }
+
+// TestVRRPSocketManual: a Manual socket has no reader; its owner waits on
+// Fd and Drain hands over what is queued, in order, at most 64 at a time
+// (so a flood cannot hold the engine), and nothing when nothing is queued.
+func TestVRRPSocketManual(t *testing.T) {
+	p := newVRRPPair(t, true)
+	a4 := netip.MustParseAddr("10.9.0.1")
+	var m *heartbeat.VRRPSocket
+	if err := p.b.Do(func() (err error) {
+		m, err = heartbeat.ListenVRRP(heartbeat.VRRPSocketConfig{Interface: "eth0", Source: netip.MustParseAddr("10.9.0.2"), Multicast: true, Manual: true,
+			OnPacket: func(heartbeat.VRRPPacket) { t.Error("OnPacket called on a Manual socket") }})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var got []uint8
+	drain := func() (n int, more bool) {
+		more = m.Drain(func(pk heartbeat.VRRPPacket) {
+			n++
+			got = append(got, pk.Payload[2]) // the priority
+		})
+		return n, more
+	}
+	if n, more := drain(); n != 0 || more {
+		t.Fatalf("Drain of an empty socket gave %d packets, more %v", n, more)
+	}
+	const sent = 70
+	for i := range sent {
+		if err := p.a4.Send(advertBytes(t, a4, p.a4.Group(), uint8(100+i)), p.a4.Group()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b's other socket hears them in the same softirq: once it has all,
+	// so does the Manual one.
+	for range sent {
+		select {
+		case <-p.got4:
+		case <-time.After(5 * time.Second):
+			t.Fatal("adverts not delivered")
+		}
+	}
+	pfd := []unix.PollFd{{Fd: int32(m.Fd()), Events: unix.POLLIN}}
+	if n, err := unix.Poll(pfd, 2000); err != nil || n != 1 {
+		t.Fatalf("Fd not readable: %d, %v", n, err)
+	}
+	if n, more := drain(); n != 64 || !more {
+		t.Errorf("first Drain gave %d packets, more %v; want 64 (the cap), more", n, more)
+	}
+	if n, more := drain(); n != sent-64 || more {
+		t.Errorf("second Drain gave %d packets, more %v; want %d, no more", n, more, sent-64)
+	}
+	for i, prio := range got {
+		if prio != uint8(100+i) {
+			t.Fatalf("packet %d has priority %d, want %d (order kept)", i, prio, 100+i)
+		}
+	}
+	if st := m.Stats(); st.Received != sent {
+		t.Errorf("stats %+v, want %d received", st, sent)
+	}
+}
