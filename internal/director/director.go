@@ -101,6 +101,7 @@ type Engine struct {
 // state is owned by the Run goroutine; nothing else touches it.
 type state struct {
 	cfg        *config.Config
+	advert     vrrp.Advert // receive's scratch (no allocation per advert)
 	started    time.Time
 	loaded     time.Time
 	reloads    int
@@ -471,7 +472,7 @@ func (e *Engine) receive(s *state, p Packet) {
 		s.drops[vrrp.DropFromDeadPeer]++
 		return
 	}
-	var a vrrp.Advert
+	a := &s.advert // reused: Unmarshal keeps its Addrs' storage (the machine keeps no part of it)
 	if err := a.Unmarshal(payload, src, dst); err != nil {
 		s.drops[vrrp.Reason(err)]++
 		return
@@ -494,7 +495,7 @@ func (e *Engine) receive(s *state, p Packet) {
 		return
 	}
 	now := e.opts.Now()
-	e.apply(s, target, target.machine.Step(vrrp.Received{From: src, Advert: &a}, now), now)
+	e.apply(s, target, target.machine.Step(vrrp.Received{From: src, Advert: a}, now), now)
 }
 
 func (e *Engine) anyMasterStopping(s *state) bool {

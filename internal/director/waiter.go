@@ -47,7 +47,8 @@ import (
 // returns when the socket has no more, or with more set when it stopped
 // early (a cap) and the socket is still readable. It must leave Fd
 // non-blocking, may be called when nothing is queued, and must not make
-// blocking or scheduler-visible system calls (see above).
+// blocking or scheduler-visible system calls (see above). A packet's
+// Payload may be the reader's buffer: fn does not keep it.
 type PacketReader interface {
 	Fd() int
 	Drain(fn func(Packet)) (more bool)

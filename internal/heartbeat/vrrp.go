@@ -178,6 +178,7 @@ func (s *VRRPSocket) Fd() int { return s.recvFd }
 // recvmmsg, so an idle backup's advert costs one call (recvmsg would need
 // a second to learn that the queue is empty), and makes only raw,
 // non-blocking system calls, for which a sleeping sysmon is not woken.
+// A packet's Payload is Drain's buffer, valid only until fn returns.
 func (s *VRRPSocket) Drain(fn func(VRRPPacket)) (more bool) {
 	s.drainTo, s.drainMore = fn, false
 	_ = s.rc.Control(s.drainFd)
@@ -202,7 +203,7 @@ func (s *VRRPSocket) drain(fd uintptr) {
 		at := time.Now()
 		for i := range n {
 			m := &b.msgs[i].hdr
-			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr())
+			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr(), false)
 			if !ok {
 				continue
 			}
@@ -408,7 +409,7 @@ func (s *VRRPSocket) read() {
 			continue // ENOBUFS and the like: the next read may work
 		}
 		at := time.Now()
-		pkt, ok := s.decode(buf[:n], oob[:oobn], from.addrPort().Addr())
+		pkt, ok := s.decode(buf[:n], oob[:oobn], from.addrPort().Addr(), true)
 		if !ok {
 			continue
 		}
@@ -423,7 +424,8 @@ func (s *VRRPSocket) read() {
 // decode checks TTL and provenance and extracts the payload. IPv4 raw
 // sockets deliver the IP header; IPv6 ones deliver hop limit and
 // destination as ancillary data (from is the source recvmsg reported).
-func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
+// The payload is a copy if copyPayload, else a part of b.
+func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr, copyPayload bool) (VRRPPacket, bool) {
 	pkt := VRRPPacket{Interface: s.cfg.Interface}
 	var ttl int
 	if !s.cfg.IPv6 {
@@ -439,7 +441,7 @@ func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
 		ttl = int(b[8])
 		pkt.Src = netip.AddrFrom4([4]byte(b[12:16]))
 		pkt.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-		pkt.Payload = append([]byte(nil), b[ihl:]...)
+		pkt.Payload = b[ihl:]
 	} else {
 		ttl = -1
 		for c := cmsgs(oob); ; {
@@ -456,7 +458,7 @@ func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
 			c = rest
 		}
 		pkt.Src = from
-		pkt.Payload = append([]byte(nil), b...)
+		pkt.Payload = b
 		if !pkt.Dst.IsValid() {
 			s.malformed.Add(1)
 			return pkt, false
@@ -469,6 +471,9 @@ func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
 	if ttl != vrrpTTL {
 		s.badTTL.Add(1)
 		return pkt, false
+	}
+	if copyPayload {
+		pkt.Payload = append([]byte(nil), pkt.Payload...)
 	}
 	return pkt, true
 }
