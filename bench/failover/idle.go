@@ -12,7 +12,10 @@ import (
 
 // Idle cost (d): after settling past the second gratuitous-ARP burst, the
 // CPU time (/proc/PID/task/*/schedstat, ns; and utime+stime in ticks as a
-// cross-check) and VmRSS of master and backup over a window.
+// cross-check), thread switches (the tasks' voluntary and involuntary
+// context switches, per advert interval) and VmRSS of master and backup
+// over a window. On a virtual machine a switch is a large part of an idle
+// advert's cost: the count says where a difference comes from.
 
 const clockTicks = 100 // USER_HZ
 
@@ -25,16 +28,18 @@ type idleRow struct {
 	Window    float64
 	CPUSched  float64 // percent of one CPU
 	CPUTicks  float64
-	RSSKiB    int64 // at the end of the window
+	Switches  float64 // thread switches per advert interval
+	RSSKiB    int64   // at the end of the window
 	RSSMaxKiB int64
 	Threads   int
 	Note      string
 }
 
 type procSample struct {
-	schedNs int64
-	ticks   int64
-	threads int
+	schedNs  int64
+	ticks    int64
+	switches int64
+	threads  int
 }
 
 func readSample(pid int) (procSample, error) {
@@ -54,6 +59,7 @@ func readSample(pid int) (procSample, error) {
 			s.schedNs += v
 			s.threads++
 		}
+		s.switches += readSwitches(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -69,6 +75,22 @@ func readSample(pid int) (procSample, error) {
 		s.ticks = u + st
 	}
 	return s, nil
+}
+
+// readSwitches sums a task's voluntary and involuntary context switches.
+func readSwitches(status string) int64 {
+	b, err := os.ReadFile(status)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if _, v, ok := strings.Cut(l, "ctxt_switches:"); ok {
+			c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			n += c
+		}
+	}
+	return n
 }
 
 func readRSS(pid int) int64 {
@@ -286,6 +308,7 @@ func (l *idleLab) rows(start []procSample, rssMax []int64, elapsed time.Duration
 		r := idleRow{Impl: im.name, Adv: l.adv, Host: p.host, State: p.state, Process: p.name, Window: elapsed.Seconds(),
 			CPUSched: float64(end.schedNs-start[i].schedNs) / float64(elapsed.Nanoseconds()) * 100,
 			CPUTicks: float64(end.ticks-start[i].ticks) / clockTicks / elapsed.Seconds() * 100,
+			Switches: float64(end.switches-start[i].switches) / (float64(elapsed) / float64(l.adv)),
 			RSSKiB:   readRSS(p.pid), RSSMaxKiB: rssMax[i], Threads: end.threads, Note: note}
 		if end.threads < start[i].threads {
 			r.Note = joinNote(r.Note, fmt.Sprintf("threads %d -> %d (schedstat of exited threads is lost)", start[i].threads, end.threads))
@@ -299,6 +322,7 @@ func (l *idleLab) rows(start []procSample, rssMax []int64, elapsed time.Duration
 			}
 			s.CPUSched += r.CPUSched
 			s.CPUTicks += r.CPUTicks
+			s.Switches += r.Switches
 			s.RSSKiB += r.RSSKiB
 			s.RSSMaxKiB += r.RSSMaxKiB
 			s.Threads += r.Threads

@@ -394,10 +394,10 @@ func (b *bench) writeRun(r runResult) {
 	b.runsCSV.Flush()
 }
 
-var idleHeader = []string{"impl", "advert_s", "host", "state", "process", "window_s", "cpu_percent_schedstat", "cpu_percent_ticks", "rss_kib", "rss_max_kib", "threads", "note"}
+var idleHeader = []string{"impl", "advert_s", "host", "state", "process", "window_s", "cpu_percent_schedstat", "cpu_percent_ticks", "switches_per_advert", "rss_kib", "rss_max_kib", "threads", "note"}
 
 func (b *bench) writeIdle(r idleRow) {
 	b.idleCSV.Write([]string{r.Impl, fnum(r.Adv.Seconds()), r.Host, r.State, r.Process, fnum(r.Window), strconv.FormatFloat(r.CPUSched, 'f', 4, 64),
-		strconv.FormatFloat(r.CPUTicks, 'f', 3, 64), strconv.FormatInt(r.RSSKiB, 10), strconv.FormatInt(r.RSSMaxKiB, 10), strconv.Itoa(r.Threads), r.Note})
+		strconv.FormatFloat(r.CPUTicks, 'f', 3, 64), strconv.FormatFloat(r.Switches, 'f', 2, 64), strconv.FormatInt(r.RSSKiB, 10), strconv.FormatInt(r.RSSMaxKiB, 10), strconv.Itoa(r.Threads), r.Note})
 	b.idleCSV.Flush()
 }

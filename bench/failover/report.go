@@ -204,14 +204,14 @@ func (b *bench) reportIdle(w io.Writer, adv time.Duration) {
 	}
 	fmt.Fprintf(w, "\n   idle at %s (window %s after settling >= 7 s; CPU in %% of one CPU)\n", adv, b.idle)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "   impl\thost\tstate\tprocess\tCPU % (schedstat)\tCPU % (ticks)\tRSS MiB (end)\tRSS MiB (max)\tthreads\tnote")
+	fmt.Fprintln(tw, "   impl\thost\tstate\tprocess\tCPU % (schedstat)\tCPU % (ticks)\tswitches/advert\tRSS MiB (end)\tRSS MiB (max)\tthreads\tnote")
 	for _, im := range b.impls {
 		if e, ok := b.idleErr[im.name+"/"+adv.String()]; ok {
 			fmt.Fprintf(tw, "   %s\tFAILED: %s\n", im.name, firstLine(e))
 			continue
 		}
 		for _, r := range b.idleOf(im.name, adv) {
-			fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%.4f\t%.3f\t%.1f\t%.1f\t%d\t%s\n", r.Impl, r.Host, r.State, r.Process, r.CPUSched, r.CPUTicks,
+			fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%.4f\t%.3f\t%.2f\t%.1f\t%.1f\t%d\t%s\n", r.Impl, r.Host, r.State, r.Process, r.CPUSched, r.CPUTicks, r.Switches,
 				float64(r.RSSKiB)/1024, float64(r.RSSMaxKiB)/1024, r.Threads, r.Note)
 		}
 	}
