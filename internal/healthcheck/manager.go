@@ -348,9 +348,10 @@ func (p *probe) run() {
 	ctx.cancel(context.Canceled)
 	m.inFlight.Add(-1)
 	at := time.Now()
-	if res.Duration == 0 {
-		res.Duration = at.Sub(start)
-	}
+	// From the round's start, the base of its deadline: a check measures
+	// from its own start, a little later when the machine is busy, and a
+	// timed-out probe would then seem to have given up before its timeout.
+	res.Duration = at.Sub(start)
 	m.checks.Add(1)
 	if !res.OK {
 		m.failures.Add(1)

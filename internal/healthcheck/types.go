@@ -24,7 +24,8 @@ type Result struct {
 	// not in 200-299", "timeout after 1s reading the response"), or briefly
 	// what succeeded.
 	Detail string
-	// Duration is how long the check took.
+	// Duration is how long the check took (in a Manager: from the start
+	// of its round, the base of its timeout).
 	Duration time.Duration
 	// Weight is the dynamic weight reported by an exec check with Dynamic
 	// set (exit status − 2); valid only if HasWeight.
