@@ -93,9 +93,8 @@ type Engine struct {
 	health   chan healthcheck.Transition // forwardHealth's queue
 	overflow atomic.Uint64               // packets dropped because the engine was behind
 	done     chan struct{}
-	ctxDone  <-chan struct{}        // Run's ctx.Done
 	waiter   atomic.Pointer[waiter] // while Run runs: how inputs wake it
-	stopping atomic.Bool            // Run's ctx is done (poll's fast path)
+	stopping atomic.Bool            // Run's ctx is done (set by an AfterFunc, which then wakes the loop)
 }
 
 // state is owned by the Run goroutine; nothing else touches it.
@@ -217,7 +216,6 @@ func (e *Engine) wake() {
 // graceful handover.
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
-	e.ctxDone = ctx.Done()
 	s := e.st
 	e.log.Info("director running", "cluster", s.cfg.Cluster.Name, "instances", len(s.instances), "services", len(s.cfg.Services))
 	now := e.opts.Now()
@@ -292,7 +290,7 @@ func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err er
 		}
 		for {
 			if e.poll(s) {
-				if e.ctxErr() {
+				if e.stopping.Load() {
 					return true, nil
 				}
 				continue
@@ -315,7 +313,7 @@ func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err er
 			w.sleeping.Store(true)
 			if e.poll(s) {
 				w.sleeping.Store(false)
-				if e.ctxErr() {
+				if e.stopping.Load() {
 					return true, nil
 				}
 				continue
@@ -325,28 +323,19 @@ func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err er
 	}
 }
 
-// ctxErr reports whether Run's ctx is done.
-func (e *Engine) ctxErr() bool {
-	select {
-	case <-e.ctxDone:
-		return true
-	default:
-		return false
-	}
-}
-
 // poll takes one queued input, if any, without blocking, and reports
 // whether it did (a done ctx counts as one).
 func (e *Engine) poll(s *state) bool {
+	if e.stopping.Load() {
+		return true
+	}
 	// Most turns find nothing queued: say so without a select, which is
 	// a good part of an idle advert's CPU. An input queued just after
 	// these reads wakes the loop (see turn), so nothing is lost.
-	if len(e.reqs) == 0 && len(e.packets) == 0 && len(e.health) == 0 && !e.stopping.Load() {
+	if len(e.reqs) == 0 && len(e.packets) == 0 && len(e.health) == 0 {
 		return false
 	}
 	select {
-	case <-e.ctxDone:
-		return true
 	case f := <-e.reqs:
 		f(s)
 	case p := <-e.packets:

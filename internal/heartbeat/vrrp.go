@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -203,7 +204,7 @@ func (s *VRRPSocket) drain(fd uintptr) {
 		at := time.Now()
 		for i := range n {
 			m := &b.msgs[i].hdr
-			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr(), false)
+			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr())
 			if !ok {
 				continue
 			}
@@ -409,10 +410,11 @@ func (s *VRRPSocket) read() {
 			continue // ENOBUFS and the like: the next read may work
 		}
 		at := time.Now()
-		pkt, ok := s.decode(buf[:n], oob[:oobn], from.addrPort().Addr(), true)
+		pkt, ok := s.decode(buf[:n], oob[:oobn], from.addrPort().Addr())
 		if !ok {
 			continue
 		}
+		pkt.Payload = bytes.Clone(pkt.Payload) // buf is read into again
 		pkt.At = at
 		s.received.Add(1)
 		if s.cfg.OnPacket != nil {
@@ -424,8 +426,8 @@ func (s *VRRPSocket) read() {
 // decode checks TTL and provenance and extracts the payload. IPv4 raw
 // sockets deliver the IP header; IPv6 ones deliver hop limit and
 // destination as ancillary data (from is the source recvmsg reported).
-// The payload is a copy if copyPayload, else a part of b.
-func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr, copyPayload bool) (VRRPPacket, bool) {
+// The payload is a part of b.
+func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr) (VRRPPacket, bool) {
 	pkt := VRRPPacket{Interface: s.cfg.Interface}
 	var ttl int
 	if !s.cfg.IPv6 {
@@ -471,9 +473,6 @@ func (s *VRRPSocket) decode(b, oob []byte, from netip.Addr, copyPayload bool) (V
 	if ttl != vrrpTTL {
 		s.badTTL.Add(1)
 		return pkt, false
-	}
-	if copyPayload {
-		pkt.Payload = append([]byte(nil), pkt.Payload...)
 	}
 	return pkt, true
 }
