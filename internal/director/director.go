@@ -484,7 +484,15 @@ func (e *Engine) receive(s *state, p Packet) {
 		return
 	}
 	now := e.opts.Now()
+	if p.Link == "" && !p.At.IsZero() && p.At.Before(now) {
+		// Its arrival: a routine advert is read late, and the timers
+		// must run from when it came (heartbeat/routine.go).
+		now = p.At
+	}
 	e.apply(s, target, target.machine.Step(vrrp.Received{From: src, Advert: a}, now), now)
+	if p.Link == "" {
+		e.noteRoutine(target, src, payload)
+	}
 }
 
 func (e *Engine) anyMasterStopping(s *state) bool {
@@ -524,6 +532,9 @@ func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.T
 				e.log.Warn("announcing the VIPs", "instance", in.cfg.Name, "err", err)
 			}
 		case vrrp.Transition:
+			if a.To != vrrp.Backup {
+				e.setRoutine(in, routine{})
+			}
 			in.lastTransition, in.lastReason = now, a.Reason
 			e.log.Info("VRRP transition", "instance", in.cfg.Name, "from", a.From.String(), "to", a.To.String(),
 				"priority", in.machine.Priority(), "reason", a.Reason)

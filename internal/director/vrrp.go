@@ -22,6 +22,16 @@ type AdvertSocket interface {
 	Group() netip.Addr
 }
 
+// RoutineSocket is an AdvertSocket that can keep a backup's routine adverts
+// (those repeating its master's last one) from waking the engine, queued
+// until it next wakes, which is no later than its Master_Down timer
+// (heartbeat.VRRPSocket.SetRoutine; why that changes nothing, in
+// heartbeat/routine.go). The engine reads such a socket's packets with
+// their arrival times.
+type RoutineSocket interface {
+	SetRoutine(key any, src netip.Addr, head [6]byte, on bool) error
+}
+
 // VIPs holds one instance's virtual addresses (vip.Announcer).
 type VIPs interface {
 	Take() error
@@ -82,6 +92,14 @@ type instance struct {
 	group          *group
 	fault          bool // a tracked interface (weight 0) is down
 	delta          int  // the weights of the tracked interfaces that are down
+	routine        routine
+}
+
+// routine is the advert an instance's socket has been told is routine.
+type routine struct {
+	src  netip.Addr
+	head [6]byte
+	on   bool
 }
 
 // DropCounts counts received packets the engine did not act on, by reason.
@@ -101,6 +119,31 @@ func newInstance(cfg *config.Instance, prio int, primary netip.Addr, io Instance
 		io:     io,
 		advert: vrrp.Advert{Version: 3, VRID: uint8(cfg.VRID), Interval: cfg.AdvertInterval.D(), Addrs: addrs},
 	}
+}
+
+// noteRoutine tells the instance's socket which adverts are routine after
+// it took in payload from src on that socket: while it is a backup that
+// follows src (and src is not resigning), those that repeat this one.
+func (e *Engine) noteRoutine(in *instance, src netip.Addr, payload []byte) {
+	want := routine{}
+	if len(payload) >= 6 && payload[2] != 0 && in.machine.State() == vrrp.Backup && in.machine.MasterAddr() == src {
+		want = routine{src: src, head: [6]byte(payload[:6]), on: true}
+	}
+	e.setRoutine(in, want)
+}
+
+func (e *Engine) setRoutine(in *instance, want routine) {
+	rs, ok := in.io.Socket.(RoutineSocket)
+	if !ok || want == in.routine {
+		return
+	}
+	if err := rs.SetRoutine(in, want.src, want.head, want.on); err != nil {
+		// Not fatal: every advert still wakes the engine (the socket opens
+		// its watched side first), and the next one tries again.
+		e.log.Debug("routine adverts", "instance", in.cfg.Name, "err", err)
+		return
+	}
+	in.routine = want
 }
 
 // send sends an advert of priority p to the group or every unicast peer,

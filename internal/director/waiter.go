@@ -38,9 +38,11 @@ import (
 // call made while awake is non-blocking and made with RawSyscall, so
 // sysmon sleeps on; and the loop runs inside one RawConn.Read (see
 // Engine.Run), so readiness is not reset, and checked again, before each
-// sleep. An idle backup's advert then costs one thread switch and four
-// system calls (the netpoller's two, recvmmsg, timerfd_settime), as
-// keepalived's does.
+// sleep. A master's advert then costs one thread switch and five system
+// calls (the netpoller's two, recvmmsg, sendmsg, timerfd_settime). A
+// backup does not wake for its master's adverts while they repeat the
+// last one: they wait, queued, for its Master_Down deadline
+// (heartbeat/routine.go, RoutineSocket).
 
 // PacketReader is a packet source the engine reads itself, on its own
 // goroutine, when Fd is readable: Drain hands queued packets to fn and

@@ -91,8 +91,16 @@ type VRRPSocket struct {
 	rc      syscall.RawConn
 	oob     []byte // IP_PKTINFO / IPV6_PKTINFO of every send (read-only)
 
-	recvFd int        // Manual: the receiving descriptor
-	batch  *recvBatch // Manual: Drain's buffers (one owner)
+	recvFd int // Manual: the receiving (watched) descriptor
+	// Manual: the quiet socket (routine.go), the routine adverts its
+	// filter takes, and Drain's two queues (watched, quiet).
+	quietFd  int
+	routines map[any]routineAdvert
+	// quietUsed: the quiet socket may hold packets (it has had a filter
+	// that takes some since it was last found empty); when not, Drain
+	// does not read it, and a master's turn costs one recvmmsg.
+	quietUsed bool
+	queues    [2]recvQueue
 	// Manual: Drain's RawConn callback, made once (a closure per call
 	// would be an allocation per advert), and its arguments.
 	drainFd   func(fd uintptr)
@@ -132,9 +140,13 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp socket on %s: %w (raw sockets need CAP_NET_RAW)", cfg.Interface, err)
 	}
-	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, recvFd: -1, done: make(chan struct{})}
+	s := &VRRPSocket{cfg: cfg, ifindex: ifi.Index, conn: conn, sendFd: -1, recvFd: -1, quietFd: -1, done: make(chan struct{})}
 	if cfg.Manual {
-		s.batch = newRecvBatch(drainBatch, vrrpMaxRecv, 128)
+		for i := range s.queues {
+			s.queues[i].batch = newRecvBatch(drainBatch, vrrpMaxRecv, 128)
+			s.queues[i].pkts = make([]VRRPPacket, 0, drainBatch)
+		}
+		s.routines = map[any]routineAdvert{}
 		s.drainFd = s.drain
 	}
 	if s.rc, err = conn.SyscallConn(); err == nil {
@@ -145,8 +157,16 @@ func ListenVRRP(cfg VRRPSocketConfig) (*VRRPSocket, error) {
 	if err == nil {
 		s.sendFd, err = s.openSender()
 	}
+	if err == nil && cfg.Manual {
+		if s.quietFd, err = s.openQuiet(); err == nil {
+			s.queues[1].fd = uintptr(s.quietFd)
+		}
+	}
 	if err != nil {
 		conn.Close()
+		if s.sendFd >= 0 {
+			unix.Close(s.sendFd)
+		}
 		return nil, fmt.Errorf("vrrp socket on %s: %w", cfg.Interface, err)
 	}
 	if cfg.IPv6 {
@@ -188,34 +208,30 @@ func (s *VRRPSocket) Drain(fn func(VRRPPacket)) (more bool) {
 }
 
 func (s *VRRPSocket) drain(fd uintptr) {
-	b := s.batch
-	for left, tries := drainMax, 0; left > 0 && tries < drainMax; tries++ {
-		ask := min(left, drainBatch)
-		n, errno := rawRecvmmsg(fd, b, ask)
-		switch errno {
-		case 0:
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return
-		default:
-			continue // ENOBUFS and the like: the next read may work
-		}
-		at := time.Now()
-		for i := range n {
-			m := &b.msgs[i].hdr
-			pkt, ok := s.decode(b.bufs[i][:b.msgs[i].n], b.oobs[i][:m.Controllen], b.froms[i].addrPort().Addr())
-			if !ok {
-				continue
+	// Both queues in arrival order (routine.go). Packets read but not yet
+	// delivered when the cap is reached stay for the next Drain (the
+	// batch they alias is not read into before they are delivered).
+	w, q := &s.queues[0], &s.queues[1]
+	w.fd, w.dry, q.dry = fd, false, !s.quietUsed
+	for range drainMax {
+		w.fill(s)
+		q.fill(s)
+		next := w
+		switch {
+		case w.head == len(w.pkts) && q.head == len(q.pkts):
+			if len(s.routines) == 0 {
+				s.quietUsed = false // found empty with no filter taking any
 			}
-			pkt.At = at
-			s.received.Add(1)
-			s.drainTo(pkt)
+			return
+		case w.head == len(w.pkts):
+			next = q
+		case q.head < len(q.pkts) && q.pkts[q.head].At.Before(w.pkts[w.head].At):
+			next = q
 		}
-		left -= n
-		if n < ask {
-			return // the queue is empty
-		}
+		pkt := next.pkts[next.head]
+		next.head++
+		s.received.Add(1)
+		s.drainTo(pkt)
 	}
 	s.drainMore = true
 }
@@ -277,6 +293,11 @@ func (s *VRRPSocket) setOptions(f int, send bool) error {
 		}
 	} else {
 		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, s.cfg.RecvBuffer))
+		if s.cfg.Manual {
+			// Arrival times: Drain merges two queues by them, and the
+			// engine reads routine adverts late (routine.go).
+			set("SO_TIMESTAMPNS", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1))
+		}
 	}
 	if !s.cfg.IPv6 {
 		if send {
@@ -495,6 +516,11 @@ func (s *VRRPSocket) Close() error {
 			s.sendFd = -1
 		}
 		s.sendMu.Unlock()
+		// After conn's Close, which waits for a Drain in progress.
+		if s.quietFd >= 0 {
+			err = errors.Join(err, unix.Close(s.quietFd))
+			s.quietFd = -1
+		}
 	})
 	return err
 }
