@@ -388,7 +388,9 @@ func (e *Engine) tick(s *state) {
 	now := e.opts.Now()
 	for _, in := range s.instances {
 		if d := in.machine.NextDeadline(); !d.IsZero() && !now.Before(d) {
-			e.apply(s, in, in.machine.Step(vrrp.Tick{}, now), now)
+			acts := in.machine.AppendTick(in.lendActs(), now)
+			e.apply(s, in, acts, now)
+			in.returnActs(acts)
 		}
 	}
 	if len(e.opts.Links) > 0 && !now.Before(s.nextLink) {
@@ -489,7 +491,9 @@ func (e *Engine) receive(s *state, p Packet) {
 		// must run from when it came (heartbeat/routine.go).
 		now = p.At
 	}
-	e.apply(s, target, target.machine.Step(vrrp.Received{From: src, Advert: a}, now), now)
+	acts := target.machine.AppendReceived(target.lendActs(), src, a, now)
+	e.apply(s, target, acts, now)
+	target.returnActs(acts)
 	if p.Link == "" {
 		e.noteRoutine(target, src, payload)
 	}

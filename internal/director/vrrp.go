@@ -93,6 +93,22 @@ type instance struct {
 	fault          bool // a tracked interface (weight 0) is down
 	delta          int  // the weights of the tracked interfaces that are down
 	routine        routine
+	acts           []vrrp.Action // lendActs
+}
+
+// lendActs lends the instance's action buffer, reused for the events of
+// every advert so that an idle director allocates nothing; returnActs
+// gives it back. While lent, a nested step of the same instance gets a
+// buffer of its own.
+func (in *instance) lendActs() []vrrp.Action {
+	b := in.acts[:0]
+	in.acts = nil
+	return b
+}
+
+func (in *instance) returnActs(b []vrrp.Action) {
+	clear(b)
+	in.acts = b[:0]
 }
 
 // routine is the advert an instance's socket has been told is routine.

@@ -109,8 +109,14 @@ type VRRPSocket struct {
 
 	sendMu sync.Mutex
 	sendFd int // sends; -1 once closed (under sendMu)
-	done   chan struct{}
-	once   sync.Once
+	// IPv4: the sending socket has IP_HDRINCL, and each advert goes out
+	// behind a header built here (under sendMu), as keepalived sends: the
+	// kernel's own header path (fragmentation setup, a random IP ID per
+	// packet) is a good part of a send.
+	out  []byte
+	ipID uint16
+	done chan struct{}
+	once sync.Once
 
 	received, sent, sendErrors, badTTL, own, malformed atomic.Uint64
 }
@@ -284,6 +290,9 @@ func (s *VRRPSocket) setOptions(f int, send bool) error {
 		set("SO_ATTACH_FILTER", unix.SetsockoptSockFprog(f, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
 			&unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]}))
 		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, 0)) // the kernel's minimum
+		if !s.cfg.IPv6 {
+			set("IP_HDRINCL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_HDRINCL, 1))
+		}
 		// Not even a copy of the group's adverts for the filter to drop
 		// (best effort: kernels before 4.20 lack the IPv6 option).
 		if s.cfg.IPv6 {
@@ -367,7 +376,7 @@ func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	var err error
 	if s.sendFd < 0 {
 		err = net.ErrClosed
-	} else if errno := s.sendLocked(payload, &to); errno != 0 {
+	} else if errno := s.sendLocked(s.packet(payload, dst), &to); errno != 0 {
 		err = os.NewSyscallError("sendmsg", errno)
 	}
 	s.sendMu.Unlock()
@@ -377,6 +386,28 @@ func (s *VRRPSocket) Send(payload []byte, dst netip.Addr) error {
 	}
 	s.sent.Add(1)
 	return nil
+}
+
+// packet is what to send for payload: itself (IPv6), or behind an IPv4
+// header (TOS internetwork control, TTL 255, no fragment flags; the
+// kernel fills in the length and the header checksum). Under sendMu.
+func (s *VRRPSocket) packet(payload []byte, dst netip.Addr) []byte {
+	if s.cfg.IPv6 {
+		return payload
+	}
+	s.ipID++
+	if s.ipID == 0 {
+		s.ipID = 1 // 0 would have the kernel choose one
+	}
+	src, d := s.cfg.Source.As4(), dst.As4()
+	h := s.out[:0]
+	h = append(h, 0x45, 0xc0, 0, 0)
+	h = binary.BigEndian.AppendUint16(h, s.ipID)
+	h = append(h, 0, 0, vrrpTTL, vrrpProto, 0, 0)
+	h = append(h, src[:]...)
+	h = append(h, d[:]...)
+	s.out = append(h, payload...)
+	return s.out
 }
 
 func (s *VRRPSocket) sendLocked(payload []byte, to *sockaddr) syscall.Errno {

@@ -267,14 +267,36 @@ func (m *Machine) NextDeadline() time.Time {
 
 // Step feeds one event at time now and returns what to do, in order.
 func (m *Machine) Step(e Event, now time.Time) []Action {
-	var out actions
+	return m.AppendStep(nil, e, now)
+}
+
+// AppendTick is AppendStep(dst, Tick{}, now), and AppendReceived
+// AppendStep(dst, Received{from, a}, now), for the two events of an idle
+// director's every advert: neither boxes its event, and with a dst of
+// enough capacity neither allocates.
+func (m *Machine) AppendTick(dst []Action, now time.Time) []Action {
+	out := actions(dst)
+	m.tick(&out, now)
+	return out
+}
+
+// AppendReceived: see AppendTick. The machine keeps no part of a.
+func (m *Machine) AppendReceived(dst []Action, from netip.Addr, a *Advert, now time.Time) []Action {
+	out := actions(dst)
+	m.received(&out, from, a, now)
+	return out
+}
+
+// AppendStep is Step appending to dst.
+func (m *Machine) AppendStep(dst []Action, e Event, now time.Time) []Action {
+	out := actions(dst)
 	switch e := e.(type) {
 	case Start:
 		m.start(&out, now)
 	case Stop:
 		m.stop(&out, now)
 	case Received:
-		m.received(&out, e, now)
+		m.received(&out, e.From, e.Advert, now)
 	case Tick:
 		m.tick(&out, now)
 	case LinkDown:
@@ -443,8 +465,7 @@ func (m *Machine) outranks(p uint8, src netip.Addr) bool {
 	return p > mine || (p == mine && src.Compare(m.cfg.Primary) > 0)
 }
 
-func (m *Machine) received(out *actions, r Received, now time.Time) {
-	a := r.Advert
+func (m *Machine) received(out *actions, from netip.Addr, a *Advert, now time.Time) {
 	if a.VRID != m.cfg.VRID {
 		m.stats.WrongVRID++
 		return
@@ -453,14 +474,13 @@ func (m *Machine) received(out *actions, r Received, now time.Time) {
 	case Fault:
 		m.stats.InFault++
 	case Backup:
-		m.receivedAsBackup(out, r, now)
+		m.receivedAsBackup(out, from, a, now)
 	case Master:
-		m.receivedAsMaster(out, r, now)
+		m.receivedAsMaster(out, from, a, now)
 	}
 }
 
-func (m *Machine) receivedAsBackup(out *actions, r Received, now time.Time) {
-	a := r.Advert
+func (m *Machine) receivedAsBackup(out *actions, from netip.Addr, a *Advert, now time.Time) {
 	if a.Priority == 0 {
 		// The master resigned: take over after Skew_Time, which orders
 		// several backups by priority. Repeats (a resigning master keeps
@@ -488,13 +508,12 @@ func (m *Machine) receivedAsBackup(out *actions, r Received, now time.Time) {
 	} else {
 		m.preemptAt = time.Time{}
 	}
-	m.master = r.From
+	m.master = from
 	m.masterAdverInterval = a.Interval
 	m.masterDownTimer = now.Add(m.MasterDownInterval())
 }
 
-func (m *Machine) receivedAsMaster(out *actions, r Received, now time.Time) {
-	a := r.Advert
+func (m *Machine) receivedAsMaster(out *actions, from netip.Addr, a *Advert, now time.Time) {
 	switch {
 	case m.stopping:
 		if a.Priority > 0 && m.releaseAt.After(now.Add(m.cfg.HandoverLinger)) {
@@ -507,16 +526,16 @@ func (m *Machine) receivedAsMaster(out *actions, r Received, now time.Time) {
 		// out its Skew_Time before hearing the current master.
 		out.add(SendAdvert{m.Priority()})
 		m.adverTimer = now.Add(m.cfg.AdvertInterval)
-	case m.outranks(a.Priority, r.From):
+	case m.outranks(a.Priority, from):
 		// Yield, but say so first with one advert at our priority: the
 		// winner may never have heard us (it spoke first after a partition
 		// healed), and only a lower-priority advert tells it to announce
 		// the VIPs again for the clients that followed us.
 		out.add(SendAdvert{m.Priority()})
 		m.clearTimers()
-		m.master = r.From
+		m.master = from
 		m.masterAdverInterval = a.Interval
-		m.transition(out, Backup, fmt.Sprintf("higher-priority master %s (priority %d)", r.From, a.Priority))
+		m.transition(out, Backup, fmt.Sprintf("higher-priority master %s (priority %d)", from, a.Priority))
 		out.add(ReleaseVIPs{})
 		m.masterDownTimer = now.Add(m.MasterDownInterval())
 	default:

@@ -334,3 +334,33 @@ func TestMasterAddr(t *testing.T) {
 		t.Errorf("as master: %v %v", m.State(), m.MasterAddr())
 	}
 }
+
+// TestIdleStepsAllocateNothing: a master's advert tick and a backup's
+// received advert, the two events of an idle pair's every interval, cost
+// no allocation with a reused buffer (the engine lends one per instance).
+func TestIdleStepsAllocateNothing(t *testing.T) {
+	master := New(cfg(200))
+	master.Step(Start{}, t0)
+	master.Step(Tick{}, t0.Add(4*time.Second)) // Master_Down_Interval ran out
+	if master.State() != Master {
+		t.Fatalf("state %s, want MASTER", master.State())
+	}
+	backup := New(cfg(100))
+	backup.Step(Start{}, t0)
+	adv := advert(200, adv1s)
+	buf := make([]Action, 0, 4)
+	now := t0.Add(4 * time.Second)
+	if a := testing.AllocsPerRun(100, func() {
+		now = now.Add(adv1s)
+		buf = master.AppendTick(buf[:0], now)
+		if len(buf) != 1 {
+			t.Fatalf("master tick: %s, want one advert", render(buf))
+		}
+		buf = backup.AppendReceived(buf[:0], high, adv, now)
+	}); a != 0 {
+		t.Errorf("%.1f allocations per advert, want 0", a)
+	}
+	if backup.State() != Backup || backup.MasterAddr() != high {
+		t.Errorf("backup is %s following %v", backup.State(), backup.MasterAddr())
+	}
+}
