@@ -74,27 +74,30 @@ func (sa *sockaddr) addrPort() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// setMsghdr points msg at one buffer p (through iov) and the control
-// buffer oob. The caller keeps p and oob alive across the syscall.
-func setMsghdr(msg *unix.Msghdr, iov *unix.Iovec, p, oob []byte) {
+// msghdr is a message header for one buffer p (through iov) and the
+// control buffer oob. It returns the header rather than filling one in
+// through a pointer so that a caller's iov can stay on its stack (a store
+// through a pointer sends its value to the heap): a send allocates
+// nothing. The caller keeps p and oob alive across the syscall.
+func msghdr(iov *unix.Iovec, p, oob []byte) unix.Msghdr {
+	msg := unix.Msghdr{Iov: iov}
+	msg.SetIovlen(1)
 	if len(p) > 0 {
 		iov.Base = &p[0]
 		iov.SetLen(len(p))
 	}
-	msg.Iov = iov
-	msg.SetIovlen(1)
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
 	}
+	return msg
 }
 
 // rawRecvmsg reads one datagram from the non-blocking socket fd into p,
 // its control messages into oob and its source into from (if not nil).
 func rawRecvmsg(fd uintptr, p, oob []byte, from *sockaddr) (n, oobn, flags int, errno syscall.Errno) {
-	var msg unix.Msghdr
 	var iov unix.Iovec
-	setMsghdr(&msg, &iov, p, oob)
+	msg := msghdr(&iov, p, oob)
 	if from != nil {
 		msg.Name = (*byte)(unsafe.Pointer(&from.raw))
 		msg.Namelen = uint32(unsafe.Sizeof(from.raw))
@@ -146,7 +149,7 @@ func rawRecvmmsg(fd uintptr, b *recvBatch, max int) (int, syscall.Errno) {
 	for i := range max {
 		m := &b.msgs[i]
 		*m = mmsghdr{}
-		setMsghdr(&m.hdr, &b.iovs[i], b.bufs[i], b.oobs[i])
+		m.hdr = msghdr(&b.iovs[i], b.bufs[i], b.oobs[i])
 		m.hdr.Name = (*byte)(unsafe.Pointer(&b.froms[i].raw))
 		m.hdr.Namelen = uint32(unsafe.Sizeof(b.froms[i].raw))
 	}
@@ -164,9 +167,8 @@ func rawRecvmmsg(fd uintptr, b *recvBatch, max int) (int, syscall.Errno) {
 // rawSendmsg sends p (with control messages oob) to `to` on the
 // non-blocking socket fd.
 func rawSendmsg(fd uintptr, p, oob []byte, to *sockaddr) syscall.Errno {
-	var msg unix.Msghdr
 	var iov unix.Iovec
-	setMsghdr(&msg, &iov, p, oob)
+	msg := msghdr(&iov, p, oob)
 	if to != nil {
 		msg.Name = (*byte)(unsafe.Pointer(&to.raw))
 		msg.Namelen = to.len

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hadirector/hadirector/integration/netlab"
 	"github.com/hadirector/hadirector/internal/heartbeat"
 	"golang.org/x/sys/unix"
 )
@@ -146,5 +147,50 @@ func TestVRRPSocketRoutine(t *testing.T) {
 				t.Errorf("stats %+v, want 11 received", st)
 			}
 		})
+	}
+}
+
+// TestVRRPSendAllocatesNothing: an advert's send (the master's every
+// interval) costs no allocation, in either family. Nobody listens on the
+// link, so no reader of this process allocates behind the count.
+func TestVRRPSendAllocatesNothing(t *testing.T) {
+	lab := netlab.NewForTest(t, "hba")
+	br, err := lab.AddBridge("front")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lab.AddNode("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Connect(a, br, "eth0", "10.9.0.1/24", "fd09::1/64"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v6 := range []bool{false, true} {
+		var s *heartbeat.VRRPSocket
+		if err := a.Do(func() (err error) {
+			src := netip.MustParseAddr("10.9.0.1")
+			if v6 {
+				src = netip.Addr{}
+			}
+			s, err = heartbeat.ListenVRRP(heartbeat.VRRPSocketConfig{Interface: "eth0", IPv6: v6, Source: src, Multicast: true, Manual: true})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		payload := advertBytes(t, s.Source(), s.Group(), 100)
+		var sendErr error
+		allocs := testing.AllocsPerRun(50, func() {
+			if err := s.Send(payload, s.Group()); err != nil {
+				sendErr = err
+			}
+		})
+		s.Close()
+		if sendErr != nil {
+			t.Fatalf("IPv6=%v: %v", v6, sendErr)
+		}
+		if allocs != 0 {
+			t.Errorf("IPv6=%v: %.1f allocations per send, want 0", v6, allocs)
+		}
 	}
 }
