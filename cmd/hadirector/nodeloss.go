@@ -25,7 +25,10 @@ import (
 // saves the rest of the down-after time when it was not.
 //
 // The probe runs once per silence of all the links (a frame on any link
-// re-arms it), off every lock and the engine's goroutine.
+// re-arms it), off every lock and the engine's goroutine. A node that
+// answers is not news until its links go down: a fast link on a loaded
+// host often misses one frame and then carries on, so only links that go
+// down are warned about; late frames are counted and reported rarely.
 type nodeLoss struct {
 	log     *slog.Logger
 	lost    func([]netip.Addr) // the engine's PeerLost
@@ -43,7 +46,19 @@ type nodeLoss struct {
 	quietRx map[string]time.Time // link name → its LastRx when it was reported quiet
 	armed   bool                 // a frame came since the last probe began
 	probing bool
+	// answered: the last probe found the node alive, and no frame has
+	// come since. If the links then go down, they failed (warned once);
+	// if a frame comes first, it was only late (counted in late, and
+	// reported at most every lateReportEvery), as a fast link on a
+	// loaded host often is: warning each time would bury real failures.
+	answered   bool
+	late       uint64
+	lateLogged time.Time
 }
+
+// lateReportEvery bounds how often late frames (a silence the ARP probe
+// found harmless, ended by a frame) are logged.
+const lateReportEvery = 10 * time.Minute
 
 type arpTarget struct {
 	ifname string
@@ -105,6 +120,10 @@ func (n *nodeLoss) health(h heartbeat.LinkHealth) {
 		n.links[h.Name] = h.Up
 		if h.Up {
 			n.armed = true // a frame came
+			n.frameLocked()
+		} else if n.answered && n.allDownLocked() {
+			n.answered = false
+			n.warnFailed("link", h.Name)
 		}
 	})
 }
@@ -114,7 +133,38 @@ func (n *nodeLoss) quiet(h heartbeat.LinkHealth) {
 	n.update(h.Name, func() {
 		n.quietRx[h.Name] = h.LastRx
 		n.armed = true // each silence begins with a frame
+		n.frameLocked()
 	})
+}
+
+// frameLocked notes that a frame came: a silence the last probe found
+// the node alive in was frames coming late, not links failing.
+func (n *nodeLoss) frameLocked() {
+	if !n.answered {
+		return
+	}
+	n.answered = false
+	n.late++
+	if now := time.Now(); n.lateLogged.IsZero() || now.Sub(n.lateLogged) >= lateReportEvery {
+		n.lateLogged = now
+		n.log.Info("heartbeat frames came late: every link to the peer went quiet, its node answered ARP, then frames resumed (the links' interval may be short for this host's scheduling)",
+			"times_since_start", n.late)
+	}
+}
+
+// warnFailed says that the links failed while the peer's node lives.
+func (n *nodeLoss) warnFailed(args ...any) {
+	n.log.Warn("every heartbeat link to the peer is silent, but its node answers ARP: the links failed; the VRRP timer decides", args...)
+}
+
+// allDownLocked: every link is down (not only quiet).
+func (n *nodeLoss) allDownLocked() bool {
+	for _, up := range n.links {
+		if up {
+			return false
+		}
+	}
+	return true
 }
 
 // update applies f (under the lock) for a watched link, and starts a
@@ -170,8 +220,19 @@ func (n *nodeLoss) run() {
 			return
 		}
 		if alive {
-			n.log.Warn("every heartbeat link to the peer is silent, but its node answers ARP: the links failed; the VRRP timer decides",
-				"interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
+			// Down links failed; quiet ones may only be late: wait
+			// for a frame (late) or for them to go down (failed).
+			n.mu.Lock()
+			if n.allDownLocked() {
+				n.warnFailed("interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
+			} else {
+				n.answered = true
+				if !n.allSilentLocked() {
+					n.frameLocked() // one came while probing
+				}
+			}
+			n.mu.Unlock()
+			n.log.Debug("node-loss probe: the peer's node answers ARP", "interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
 			return
 		}
 	}

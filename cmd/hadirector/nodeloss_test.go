@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -59,6 +58,12 @@ links = ["a", "b"]
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
+	var logs lockedBuffer
+	// logged counts the log lines holding each of these.
+	logged := func() (failed, late int) {
+		s := logs.String()
+		return strings.Count(s, "the links failed"), strings.Count(s, "frames came late")
+	}
 	var probes []string
 	var lost [][]netip.Addr
 	alive := true
@@ -68,7 +73,7 @@ links = ["a", "b"]
 		mu.Lock()
 		lost = append(lost, a)
 		mu.Unlock()
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}, slog.New(slog.NewTextHandler(&logs, nil)))
 	n.probe = func(ifname string, target netip.Addr, tries int, wait time.Duration) (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -101,6 +106,9 @@ links = ["a", "b"]
 	if strings.Join(probes, ",") != "eth0 10.0.0.2" || len(lost) != 0 {
 		t.Fatalf("alive peer: probes %v, lost %v", probes, lost)
 	}
+	if f, l := logged(); f != 1 || l != 0 {
+		t.Fatalf("links down, node alive: %d failure and %d late warnings, want 1 and 0:\n%s", f, l, logs.String())
+	}
 	n.health(heartbeat.LinkHealth{Name: "other", Up: false}) // not watched
 	n.health(heartbeat.LinkHealth{Name: "b", Up: false})     // still all down: no new probe
 	wait()
@@ -114,8 +122,7 @@ links = ["a", "b"]
 	mu.Unlock()
 	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
 	wait()
-	mu.Lock()
-	defer mu.Unlock()
+	mu.Lock() // held where a Fatalf may end the test: nothing else waits for it then
 	if len(probes) != 2 || len(lost) != 1 || len(lost[0]) != 2 || lost[0][0] != netip.MustParseAddr("10.0.0.2") {
 		t.Fatalf("dead peer: probes %v, lost %v", probes, lost)
 	}
@@ -148,6 +155,34 @@ links = ["a", "b"]
 	if len(probes) != 1 || len(lost) != 0 {
 		t.Fatalf("both links quiet: probes %v, lost %v; want one probe, peer alive", probes, lost)
 	}
+	mu.Unlock()
+	// Quiet links whose node answers may only be late: no warning yet.
+	if f, l := logged(); f != 1 || l != 0 {
+		t.Fatalf("quiet links, node alive: %d failure and %d late reports, want 1 (the earlier) and 0", f, l)
+	}
+	// A frame came (a again, then quiet again): late, reported once; the
+	// new silence is probed again.
+	mu.Lock()
+	rx["a"] = t1.Add(2 * time.Millisecond)
+	mu.Unlock()
+	n.quiet(heartbeat.LinkHealth{Name: "a", Up: true, LastRx: t1.Add(2 * time.Millisecond)})
+	wait()
+	if f, l := logged(); f != 1 || l != 1 {
+		t.Fatalf("a late frame: %d failure and %d late reports, want 1 and 1:\n%s", f, l, logs.String())
+	}
+	// This time the links go down: they failed, said once.
+	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
+	n.health(heartbeat.LinkHealth{Name: "b", Up: false})
+	wait()
+	n.health(heartbeat.LinkHealth{Name: "b", Up: false})
+	if f, l := logged(); f != 2 || l != 1 {
+		t.Fatalf("quiet links gone down: %d failure and %d late reports, want 2 and 1:\n%s", f, l, logs.String())
+	}
+	mu.Lock()
+	if len(probes) != 2 || len(lost) != 0 {
+		t.Fatalf("probes %v, lost %v; want two probes, peer alive", probes, lost)
+	}
+	mu.Unlock()
 	if newNodeLoss(cfg, cfg.Node("lb2"), nil, nil, nil, nil) != nil {
 		t.Error("a watcher without links")
 	}
@@ -165,4 +200,23 @@ func TestNodeLossWait(t *testing.T) {
 			t.Errorf("nodeLossWait(%v) = %v, want %v", tc.fastest, got, tc.want)
 		}
 	}
+}
+
+// lockedBuffer is a log sink written by the probe's goroutine and read by
+// the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
