@@ -179,6 +179,13 @@ func TestVRRPSendAllocatesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		payload := advertBytes(t, s.Source(), s.Group(), 100)
+		other := netip.MustParseAddr("224.0.0.18")
+		if !v6 {
+			other = netip.MustParseAddr("ff02::12")
+		}
+		if err := s.Send(payload, other); err == nil {
+			t.Errorf("IPv6=%v: a send to %v (the other family) did not fail", v6, other)
+		}
 		var sendErr error
 		allocs := testing.AllocsPerRun(50, func() {
 			if err := s.Send(payload, s.Group()); err != nil {
