@@ -58,7 +58,7 @@ links = ["a", "b"]
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var logs lockedBuffer
+	var logs syncBuffer // main_test.go
 	// logged counts the log lines holding each of these.
 	logged := func() (failed, late int) {
 		s := logs.String()
@@ -200,23 +200,4 @@ func TestNodeLossWait(t *testing.T) {
 			t.Errorf("nodeLossWait(%v) = %v, want %v", tc.fastest, got, tc.want)
 		}
 	}
-}
-
-// lockedBuffer is a log sink written by the probe's goroutine and read by
-// the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

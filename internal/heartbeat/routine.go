@@ -189,13 +189,9 @@ func attachFilter(fd int, f []unix.SockFilter) error {
 // openQuiet opens the quiet socket: a receiving socket like the watched
 // one, with a filter that takes nothing until SetRoutine.
 func (s *VRRPSocket) openQuiet() (int, error) {
-	family := unix.AF_INET
-	if s.cfg.IPv6 {
-		family = unix.AF_INET6
-	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, vrrpProto)
+	fd, err := s.rawSocket("quiet")
 	if err != nil {
-		return -1, fmt.Errorf("quiet socket: %w (raw sockets need CAP_NET_RAW)", err)
+		return -1, err
 	}
 	err = attachFilter(fd, dropAll)
 	if err == nil {

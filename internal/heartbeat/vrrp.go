@@ -257,15 +257,25 @@ func interfaceLinkLocal(ifi *net.Interface) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("vrrp socket: %s has no IPv6 link-local address (VRRP over IPv6 sends from it)", ifi.Name)
 }
 
-// openSender opens the sending socket (see the file comment).
-func (s *VRRPSocket) openSender() (int, error) {
+// rawSocket opens a non-blocking raw VRRP socket of the socket's family;
+// what names it in the error.
+func (s *VRRPSocket) rawSocket(what string) (int, error) {
 	family := unix.AF_INET
 	if s.cfg.IPv6 {
 		family = unix.AF_INET6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, vrrpProto)
 	if err != nil {
-		return -1, fmt.Errorf("sending socket: %w (raw sockets need CAP_NET_RAW)", err)
+		return -1, fmt.Errorf("%s socket: %w (raw sockets need CAP_NET_RAW)", what, err)
+	}
+	return fd, nil
+}
+
+// openSender opens the sending socket (see the file comment).
+func (s *VRRPSocket) openSender() (int, error) {
+	fd, err := s.rawSocket("sending")
+	if err != nil {
+		return -1, err
 	}
 	if err := s.setOptions(fd, true); err != nil {
 		unix.Close(fd)
