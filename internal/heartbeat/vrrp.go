@@ -300,9 +300,6 @@ func (s *VRRPSocket) setOptions(f int, send bool) error {
 		set("SO_ATTACH_FILTER", unix.SetsockoptSockFprog(f, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
 			&unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]}))
 		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, 0)) // the kernel's minimum
-		if !s.cfg.IPv6 {
-			set("IP_HDRINCL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_HDRINCL, 1))
-		}
 		// Not even a copy of the group's adverts for the filter to drop
 		// (best effort: kernels before 4.20 lack the IPv6 option).
 		if s.cfg.IPv6 {
@@ -320,8 +317,9 @@ func (s *VRRPSocket) setOptions(f int, send bool) error {
 	}
 	if !s.cfg.IPv6 {
 		if send {
-			set("IP_TTL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_TTL, vrrpTTL))
-			set("IP_MULTICAST_TTL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, vrrpTTL))
+			// The header, TTL included, is built here (packet); the
+			// multicast options below still route and loop.
+			set("IP_HDRINCL", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_HDRINCL, 1))
 			set("IP_MULTICAST_LOOP", unix.SetsockoptInt(f, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0))
 			mreq := &unix.IPMreqn{Ifindex: int32(s.ifindex), Address: s.cfg.Source.As4()}
 			set("IP_MULTICAST_IF", unix.SetsockoptIPMreqn(f, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq))
