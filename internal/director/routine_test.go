@@ -24,7 +24,7 @@ func (s *routineSocket) SetRoutine(key any, src netip.Addr, head [6]byte, on boo
 	defer s.mu.Unlock()
 	s.sets++
 	if on {
-		s.set[key] = routine{src: src, head: head, on: true}
+		s.set[key] = routine{src: src, head: head}
 	} else {
 		delete(s.set, key)
 	}

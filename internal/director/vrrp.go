@@ -111,11 +111,11 @@ func (in *instance) returnActs(b []vrrp.Action) {
 	in.acts = b[:0]
 }
 
-// routine is the advert an instance's socket has been told is routine.
+// routine is the advert an instance's socket has been told is routine;
+// none when src is not valid.
 type routine struct {
 	src  netip.Addr
 	head [6]byte
-	on   bool
 }
 
 // DropCounts counts received packets the engine did not act on, by reason.
@@ -143,7 +143,7 @@ func newInstance(cfg *config.Instance, prio int, primary netip.Addr, io Instance
 func (e *Engine) noteRoutine(in *instance, src netip.Addr, payload []byte) {
 	want := routine{}
 	if len(payload) >= 6 && payload[2] != 0 && in.machine.State() == vrrp.Backup && in.machine.MasterAddr() == src {
-		want = routine{src: src, head: [6]byte(payload[:6]), on: true}
+		want = routine{src: src, head: [6]byte(payload[:6])}
 	}
 	e.setRoutine(in, want)
 }
@@ -153,7 +153,7 @@ func (e *Engine) setRoutine(in *instance, want routine) {
 	if !ok || want == in.routine {
 		return
 	}
-	if err := rs.SetRoutine(in, want.src, want.head, want.on); err != nil {
+	if err := rs.SetRoutine(in, want.src, want.head, want.src.IsValid()); err != nil {
 		// Not fatal: every advert still wakes the engine (the socket opens
 		// its watched side first), and the next one tries again.
 		e.log.Debug("routine adverts", "instance", in.cfg.Name, "err", err)

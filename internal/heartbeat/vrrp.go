@@ -297,8 +297,7 @@ func (s *VRRPSocket) setOptions(f int, send bool) error {
 	}
 	set("SO_BINDTODEVICE", unix.SetsockoptString(f, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, s.cfg.Interface))
 	if send {
-		set("SO_ATTACH_FILTER", unix.SetsockoptSockFprog(f, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
-			&unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]}))
+		set("SO_ATTACH_FILTER", attachFilter(f, dropAll))
 		set("SO_RCVBUF", unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, 0)) // the kernel's minimum
 		// Not even a copy of the group's adverts for the filter to drop
 		// (best effort: kernels before 4.20 lack the IPv6 option).
