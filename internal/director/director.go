@@ -95,6 +95,7 @@ type Engine struct {
 	done     chan struct{}
 	waiter   atomic.Pointer[waiter] // while Run runs: how inputs wake it
 	stopping atomic.Bool            // Run's ctx is done (set by an AfterFunc, which then wakes the loop)
+	pump     pump                   // owned by Run (pump.go)
 }
 
 // state is owned by the Run goroutine; nothing else touches it.
@@ -120,6 +121,11 @@ type state struct {
 	nextLink time.Time
 	stopping bool
 	scratch  vrrp.Advert
+	// advertised: the turn's last deed was sending this instance's advert,
+	// at priority advertisedPrio, to one destination (the pump may repeat
+	// it; pump.go). Nil once anything else happens.
+	advertised     *instance
+	advertisedPrio uint8
 
 	services []*service // in config order
 	targets  map[healthcheck.TargetID]targetRef
@@ -254,11 +260,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer w.close()
 	e.waiter.Store(w)
 	defer e.waiter.Store(nil) // before w.close (defers run last first)
+	for _, r := range e.opts.Readers {
+		e.pump.fds = append(e.pump.fds, r.Fd())
+	}
+	defer e.stopPump()
 	defer context.AfterFunc(ctx, func() { e.stopping.Store(true); w.wake() })()
 	if health != nil {
 		go e.forwardHealth(ctx, health, w)
 	}
-	read := func(p Packet) { e.receive(s, p) }
+	read := func(p Packet) {
+		s.advertised = nil
+		e.receive(s, p)
+	}
 	// The loop runs inside one RawConn.Read: Read calls turn at once and
 	// again each time the epoll descriptor turns readable, and resets that
 	// descriptor's readiness only once, here. A Read per sleep would reset
@@ -281,6 +294,14 @@ func (e *Engine) Run(ctx context.Context) error {
 // whether to sleep (false, nil) or stop (ctx done, or an error).
 func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err error) {
 	w.sleeping.Store(false)
+	if e.pumpTurn(w) {
+		return false, nil
+	}
+	e.stopPump()
+	// Before the queues are looked at: an input queued from here on sets
+	// it again.
+	w.pending.Store(false)
+	s.advertised = nil
 	for {
 		more := false
 		for _, r := range e.opts.Readers {
@@ -306,6 +327,9 @@ func (e *Engine) turn(s *state, w *waiter, read func(Packet)) (stop bool, err er
 			}
 			if more {
 				break
+			}
+			if s.advertised != nil {
+				e.setPump(s, s.advertised, s.advertisedPrio)
 			}
 			// Announce the sleep, then look once more: an input queued
 			// before the announcement is seen here, one queued after it
@@ -335,6 +359,9 @@ func (e *Engine) poll(s *state) bool {
 	if len(e.reqs) == 0 && len(e.packets) == 0 && len(e.health) == 0 {
 		return false
 	}
+	// Whatever it is may change what the pump would send.
+	e.stopPump()
+	s.advertised = nil
 	select {
 	case f := <-e.reqs:
 		f(s)
@@ -515,6 +542,9 @@ func (e *Engine) apply(s *state, in *instance, actions []vrrp.Action, now time.T
 		case vrrp.SendAdvert:
 			if err := in.send(a.Priority); err != nil {
 				e.log.Warn("sending VRRP advert", "instance", in.cfg.Name, "err", err)
+				s.advertised = nil
+			} else if len(in.io.Peers) <= 1 {
+				s.advertised, s.advertisedPrio = in, a.Priority
 			}
 			if len(e.opts.Links) > 0 && len(in.io.Links) > 0 {
 				// A master's state goes out on the links at once too.

@@ -63,6 +63,9 @@ type waiter struct {
 	wakeFd   int
 	armed    time.Time // deadline the timerfd is set for (zero: disarmed)
 	sleeping atomic.Bool
+	// pending: an input was queued since the loop last looked at its
+	// queues (pump.go: the pump's turn looks at this flag, not the queues).
+	pending atomic.Bool
 }
 
 // newWaiter builds the epoll instance for readers.
@@ -114,6 +117,7 @@ func newWaiter(readers []PacketReader) (_ *waiter, err error) {
 // queueing its input; it costs nothing while the loop is awake (the loop
 // looks at its channels once more after announcing that it will sleep).
 func (w *waiter) wake() {
+	w.pending.Store(true)
 	if !w.sleeping.Load() {
 		return
 	}

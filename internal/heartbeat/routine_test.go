@@ -150,8 +150,8 @@ func TestVRRPSocketRoutine(t *testing.T) {
 	}
 }
 
-// TestVRRPSendAllocatesNothing: an advert's send (the master's every
-// interval) costs no allocation, in either family. Nobody listens on the
+// TestVRRPSendAllocatesNothing: an advert's send or resend (the master's
+// every interval) costs no allocation, in either family. Nobody listens on the
 // link, so no reader of this process allocates behind the count.
 func TestVRRPSendAllocatesNothing(t *testing.T) {
 	lab := netlab.NewForTest(t, "hba")
@@ -192,7 +192,15 @@ func TestVRRPSendAllocatesNothing(t *testing.T) {
 				sendErr = err
 			}
 		})
+		resends := testing.AllocsPerRun(50, func() {
+			if err := s.Resend(); err != nil {
+				sendErr = err
+			}
+		})
 		s.Close()
+		if resends != 0 {
+			t.Errorf("IPv6=%v: %.1f allocations per resend, want 0", v6, resends)
+		}
 		if sendErr != nil {
 			t.Fatalf("IPv6=%v: %v", v6, sendErr)
 		}

@@ -138,6 +138,51 @@ func TestVRRPSocketMulticastAndUnicast(t *testing.T) {
 	}
 }
 
+// TestVRRPResend: Resend sends the last Send's packet again, to its
+// destination, in both families; before any Send it is an error.
+func TestVRRPResend(t *testing.T) {
+	p := newVRRPPair(t, true)
+	a4, b4 := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2")
+	if err := p.a4.Resend(); err == nil {
+		t.Error("a resend before any send did not fail")
+	}
+	if err := p.a4.Send(advertBytes(t, a4, b4, 140), b4); err != nil {
+		t.Fatal(err)
+	}
+	expectAdvert(t, p.got4, a4, b4, 140)
+	for range 2 {
+		if err := p.a4.Resend(); err != nil {
+			t.Fatal(err)
+		}
+		expectAdvert(t, p.got4, a4, b4, 140)
+	}
+	if err := p.a4.Send(advertBytes(t, a4, p.a4.Group(), 150), p.a4.Group()); err != nil {
+		t.Fatal(err)
+	}
+	expectAdvert(t, p.got4, a4, p.a4.Group(), 150)
+	if err := p.a4.Resend(); err != nil {
+		t.Fatal(err)
+	}
+	expectAdvert(t, p.got4, a4, p.a4.Group(), 150)
+
+	src6 := p.a6.Source()
+	if err := p.a6.Send(advertBytes(t, src6, p.a6.Group(), 130), p.a6.Group()); err != nil {
+		t.Fatal(err)
+	}
+	expectAdvert(t, p.got6, src6, p.a6.Group(), 130)
+	if err := p.a6.Resend(); err != nil {
+		t.Fatal(err)
+	}
+	expectAdvert(t, p.got6, src6, p.a6.Group(), 130)
+	if st := p.a4.Stats(); st.Sent != 5 {
+		t.Errorf("a's IPv4 socket counted %d sent, want 5", st.Sent)
+	}
+	p.a4.Close()
+	if err := p.a4.Resend(); err == nil {
+		t.Error("a resend on a closed socket did not fail")
+	}
+}
+
 // TestVRRPSocketDropsRoutedPackets: a packet with TTL 64 (it was routed, or
 // forged off-link) is dropped and counted, never delivered.
 func TestVRRPSocketDropsRoutedPackets(t *testing.T) {

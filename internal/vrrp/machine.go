@@ -241,6 +241,9 @@ func (m *Machine) Priority() uint8 {
 	return uint8(min(max(int(m.cfg.Priority)+m.delta, 1), 254))
 }
 
+// AdvertInterval is the interval this router advertises at as master.
+func (m *Machine) AdvertInterval() time.Duration { return m.cfg.AdvertInterval }
+
 // Stats returns the counters.
 func (m *Machine) Stats() Stats { return m.stats }
 
@@ -263,6 +266,31 @@ func (m *Machine) NextDeadline() time.Time {
 		}
 	}
 	return next
+}
+
+// AdvertTimers splits NextDeadline for an engine that sends a master's
+// unchanged adverts itself (Advertised): advert is when the next advert is
+// due (zero: none, not a master), other the earliest of the machine's other
+// deadlines (zero: none).
+func (m *Machine) AdvertTimers() (advert, other time.Time) {
+	for _, t := range []time.Time{m.masterDownTimer, m.releaseAt, m.reannounceAt} {
+		if !t.IsZero() && (other.IsZero() || t.Before(other)) {
+			other = t
+		}
+	}
+	return m.adverTimer, other
+}
+
+// Advertised records that the advert due went out at now without a Tick,
+// (the engine's advert pump), the same as a Tick would have asked for: the
+// next is due one advert interval later, as Tick would have set it. The
+// caller vouches that it was that advert (same priority, not a stopping
+// master's priority 0). It changes nothing unless the machine is a master
+// that is not stopping.
+func (m *Machine) Advertised(now time.Time) {
+	if m.state == Master && !m.stopping && !m.adverTimer.IsZero() {
+		m.adverTimer = now.Add(m.cfg.AdvertInterval)
+	}
 }
 
 // Step feeds one event at time now and returns what to do, in order.
