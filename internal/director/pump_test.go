@@ -90,7 +90,6 @@ func TestAdvertPump(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
-	changed := time.Now()
 	lb1.e.LinkState("uplink", false) // 150 - 60 = 90
 	waitFor(t, "priority 90 sent", func() bool {
 		a := sock.adverts()
@@ -107,11 +106,13 @@ func TestAdvertPump(t *testing.T) {
 		if i > 0 && !a.resent && ads[i-1].resent && a.priority == ads[i-1].priority {
 			// A machine not told of the pump's adverts sends its own too
 			// early, at the first slow turn after the pump stops: a gap
-			// well below the interval, after a pumped advert. (A new
+			// well below the interval (anywhere in it: eight stops, so the
+			// chance that all eight are above 8 ms is 0.2^8), after a
+			// pumped advert. (A new
 			// priority goes out at once. The other way round, a slow
 			// advert's time here can lag the time the engine sent it at,
 			// on a loaded machine.)
-			if gap := a.at.Sub(ads[i-1].at); gap < 9*time.Millisecond {
+			if gap := a.at.Sub(ads[i-1].at); gap < 8*time.Millisecond {
 				t.Errorf("advert %d came %v after the pump's advert before it (interval 10ms)", i, gap)
 			}
 		}
@@ -119,9 +120,6 @@ func TestAdvertPump(t *testing.T) {
 			old = true
 		} else if old {
 			t.Errorf("advert %d (resent %v) has priority %d after priority 90 went out", i, a.resent, a.priority)
-		}
-		if a.priority == 150 && a.at.After(changed.Add(50*time.Millisecond)) {
-			t.Errorf("advert %d still has priority 150 %v after the change", i, a.at.Sub(changed))
 		}
 	}
 	// Most of them the pump's.
