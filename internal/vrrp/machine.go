@@ -259,13 +259,11 @@ func (m *Machine) MasterDownInterval() time.Duration {
 
 // NextDeadline is when the driver must send Tick; zero when no timer runs.
 func (m *Machine) NextDeadline() time.Time {
-	var next time.Time
-	for _, t := range []time.Time{m.adverTimer, m.masterDownTimer, m.releaseAt, m.reannounceAt} {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
+	advert, other := m.AdvertTimers()
+	if advert.IsZero() || (!other.IsZero() && other.Before(advert)) {
+		return other
 	}
-	return next
+	return advert
 }
 
 // AdvertTimers splits NextDeadline for an engine that sends a master's
@@ -281,9 +279,9 @@ func (m *Machine) AdvertTimers() (advert, other time.Time) {
 	return m.adverTimer, other
 }
 
-// Advertised records that the advert due went out at now without a Tick,
-// (the engine's advert pump), the same as a Tick would have asked for: the
-// next is due one advert interval later, as Tick would have set it. The
+// Advertised records that the advert due went out at now without a Tick
+// (the engine's advert pump), and was the advert a Tick would have asked
+// for: the next is due one advert interval later, as Tick would have set it. The
 // caller vouches that it was that advert (same priority, not a stopping
 // master's priority 0). It changes nothing unless the machine is a master
 // that is not stopping.
