@@ -398,17 +398,30 @@ func (e *Engine) forwardHealth(ctx context.Context, in <-chan healthcheck.Transi
 
 // nextDeadline is the earliest deadline of any machine or link send (zero:
 // none).
-func (e *Engine) nextDeadline(s *state) time.Time {
+func (e *Engine) nextDeadline(s *state) time.Time { return e.deadlineExcept(s, nil) }
+
+// deadlineExcept is nextDeadline without the machine of skip (the pump's
+// instance, whose deadlines setPump splits).
+func (e *Engine) deadlineExcept(s *state, skip *instance) time.Time {
 	var next time.Time
 	for _, in := range s.instances {
-		if d := in.machine.NextDeadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
-			next = d
+		if in == skip {
+			continue
 		}
+		next = earlier(next, in.machine.NextDeadline())
 	}
-	if len(e.opts.Links) > 0 && !s.nextLink.IsZero() && (next.IsZero() || s.nextLink.Before(next)) {
-		next = s.nextLink
+	if len(e.opts.Links) > 0 {
+		next = earlier(next, s.nextLink)
 	}
 	return next
+}
+
+// earlier is the earlier of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 func (e *Engine) tick(s *state) {

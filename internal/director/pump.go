@@ -71,11 +71,7 @@ func (e *Engine) pumpTurn(w *waiter) bool {
 	}
 	p.last = now
 	p.due = now.Add(p.interval)
-	next := p.due
-	if !p.other.IsZero() && p.other.Before(next) {
-		next = p.other
-	}
-	if w.arm(next, now) != nil {
+	if w.arm(earlier(p.due, p.other), now) != nil {
 		return false // the slow turn arms it again, and stops on the error
 	}
 	// As at the end of a slow turn (see turn).
@@ -109,17 +105,7 @@ func (e *Engine) setPump(s *state, in *instance, prio uint8) {
 	if due.IsZero() {
 		return
 	}
-	for _, o := range s.instances {
-		if o == in {
-			continue
-		}
-		if d := o.machine.NextDeadline(); !d.IsZero() && (other.IsZero() || d.Before(other)) {
-			other = d
-		}
-	}
-	if len(e.opts.Links) > 0 && !s.nextLink.IsZero() && (other.IsZero() || s.nextLink.Before(other)) {
-		other = s.nextLink
-	}
+	other = earlier(other, e.deadlineExcept(s, in))
 	p := &e.pump
 	p.in, p.sock, p.interval, p.due, p.other, p.last = in, rs, in.machine.AdvertInterval(), due, other, time.Time{}
 }
