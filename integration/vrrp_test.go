@@ -469,8 +469,14 @@ links = ["hb"]
 			if !nodeLost {
 				down("eth1")
 				time.Sleep(2 * time.Second)
-				if st := statusOf(ctx, t, p.socket("lb2")); st.Instances[0].State != "BACKUP" {
+				st := statusOf(ctx, t, p.socket("lb2"))
+				if st.Instances[0].State != "BACKUP" {
 					t.Errorf("lb2 is %s 2 s after the link died while lb1 lives; want BACKUP", st.Instances[0].State)
+				}
+				// Late spells of the 5 ms link before the cut may add
+				// probes that found the node alive; none found it lost.
+				if nl := st.NodeLoss; nl == nil || nl.Alive == 0 || nl.LinksFailed == 0 || nl.Lost != 0 {
+					t.Errorf("lb2's node-loss record after the link died: %+v; want the node found alive, the link failed, nothing lost", nl)
 				}
 				return
 			}
@@ -482,6 +488,9 @@ links = ["hb"]
 			t.Logf("lb2 master %v after lb1's node was lost (link 5 ms; Master_Down_Interval 3.609 s)", took.Round(time.Millisecond))
 			if took > time.Second {
 				t.Errorf("takeover took %v: the node-loss probe did not speed it up", took)
+			}
+			if nl := statusOf(ctx, t, p.socket("lb2")).NodeLoss; nl == nil || nl.Lost != 1 || nl.LastResult != "lost" {
+				t.Errorf("lb2's node-loss record: %+v; want one loss, the last probe's", nl)
 			}
 		})
 	}

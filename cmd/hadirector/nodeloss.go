@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/control"
 	"github.com/hadirector/hadirector/internal/heartbeat"
 )
 
@@ -48,12 +49,12 @@ type nodeLoss struct {
 	probing bool
 	// answered: the last probe found the node alive, and no frame has
 	// come since. If the links then go down, they failed (warned once);
-	// if a frame comes first, it was only late (counted in late, and
-	// reported at most every lateReportEvery), as a fast link on a
+	// if a frame comes first, it was only late (counted in stat.Late,
+	// and reported at most every lateReportEvery), as a fast link on a
 	// loaded host often is: warning each time would bury real failures.
 	answered   bool
-	late       uint64
 	lateLogged time.Time
+	stat       control.NodeLossStatus // for status
 }
 
 // lateReportEvery bounds how often late frames (a silence the ARP probe
@@ -123,7 +124,7 @@ func (n *nodeLoss) health(h heartbeat.LinkHealth) {
 			n.frameLocked()
 		} else if n.answered && n.allDownLocked() {
 			n.answered = false
-			n.warnFailed("link", h.Name)
+			n.warnFailedLocked("link", h.Name)
 		}
 	})
 }
@@ -144,16 +145,17 @@ func (n *nodeLoss) frameLocked() {
 		return
 	}
 	n.answered = false
-	n.late++
+	n.stat.Late++
 	if now := time.Now(); n.lateLogged.IsZero() || now.Sub(n.lateLogged) >= lateReportEvery {
 		n.lateLogged = now
 		n.log.Info("heartbeat frames came late: every link to the peer went quiet, its node answered ARP, then frames resumed (the links' interval may be short for this host's scheduling)",
-			"times_since_start", n.late)
+			"times_since_start", n.stat.Late)
 	}
 }
 
-// warnFailed says that the links failed while the peer's node lives.
-func (n *nodeLoss) warnFailed(args ...any) {
+// warnFailedLocked says that the links failed while the peer's node lives.
+func (n *nodeLoss) warnFailedLocked(args ...any) {
+	n.stat.LinksFailed++
 	n.log.Warn("every heartbeat link to the peer is silent, but its node answers ARP: the links failed; the VRRP timer decides", args...)
 }
 
@@ -213,9 +215,14 @@ func (n *nodeLoss) run() {
 		n.mu.Unlock()
 	}()
 	start := time.Now()
+	n.mu.Lock()
+	n.stat.Probes++
+	n.stat.LastProbe = start
+	n.mu.Unlock()
 	for _, t := range n.targets {
 		alive, err := n.probe(t.ifname, t.addr, n.tries, n.wait)
 		if err != nil {
+			n.result("error", &n.stat.Errors)
 			n.log.Warn("node-loss probe failed; the VRRP timer decides", "interface", t.ifname, "peer", t.addr, "err", err)
 			return
 		}
@@ -223,8 +230,9 @@ func (n *nodeLoss) run() {
 			// Down links failed; quiet ones may only be late: wait
 			// for a frame (late) or for them to go down (failed).
 			n.mu.Lock()
+			n.resultLocked("alive", &n.stat.Alive)
 			if n.allDownLocked() {
-				n.warnFailed("interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
+				n.warnFailedLocked("interface", t.ifname, "peer", t.addr, "probe", time.Since(start))
 			} else {
 				n.answered = true
 				if !n.allSilentLocked() {
@@ -238,12 +246,39 @@ func (n *nodeLoss) run() {
 	}
 	n.mu.Lock()
 	back := !n.allSilentLocked()
+	if back {
+		n.resultLocked("resumed", nil)
+	} else {
+		n.resultLocked("lost", &n.stat.Lost)
+	}
 	n.mu.Unlock()
 	if back {
 		return // a link came back while probing
 	}
 	n.log.Warn("peer node lost: every heartbeat link is silent and it answers no ARP", "probe", time.Since(start))
 	n.lost(n.addrs)
+}
+
+// result records how a probe ended, counting it in count (nil: in none).
+func (n *nodeLoss) result(r string, count *uint64) {
+	n.mu.Lock()
+	n.resultLocked(r, count)
+	n.mu.Unlock()
+}
+
+func (n *nodeLoss) resultLocked(r string, count *uint64) {
+	n.stat.LastResult = r
+	if count != nil {
+		*count++
+	}
+}
+
+// status is the probe's record, for status.
+func (n *nodeLoss) status() *control.NodeLossStatus {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.stat
+	return &st
 }
 
 // openProbers opens an ARP prober per probed interface ahead of time, so a

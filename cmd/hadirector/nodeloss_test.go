@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hadirector/hadirector/internal/config"
+	"github.com/hadirector/hadirector/internal/control"
 	"github.com/hadirector/hadirector/internal/heartbeat"
 )
 
@@ -67,6 +69,7 @@ links = ["a", "b"]
 	var probes []string
 	var lost [][]netip.Addr
 	alive := true
+	var probeErr error
 	rx := map[string]time.Time{}
 	lastRx := func(name string) time.Time { mu.Lock(); defer mu.Unlock(); return rx[name] }
 	n := newNodeLoss(cfg, cfg.Node("lb2"), []string{"a", "b"}, lastRx, func(a []netip.Addr) {
@@ -78,7 +81,7 @@ links = ["a", "b"]
 		mu.Lock()
 		defer mu.Unlock()
 		probes = append(probes, ifname+" "+target.String())
-		return alive, nil
+		return alive, probeErr
 	}
 	wait := func() {
 		t.Helper()
@@ -96,6 +99,19 @@ links = ["a", "b"]
 			time.Sleep(time.Millisecond)
 		}
 	}
+	// stat checks the record status shows.
+	stat := func(what string, want control.NodeLossStatus) {
+		t.Helper()
+		got := *n.status()
+		if want.Probes > 0 && (got.LastProbe.IsZero() || time.Since(got.LastProbe) > time.Minute) {
+			t.Errorf("%s: last probe at %v", what, got.LastProbe)
+		}
+		got.LastProbe = time.Time{}
+		if got != want {
+			t.Errorf("%s: status %+v, want %+v", what, got, want)
+		}
+	}
+	stat("at start", control.NodeLossStatus{})
 	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
 	wait()
 	if len(probes) != 0 {
@@ -109,6 +125,7 @@ links = ["a", "b"]
 	if f, l := logged(); f != 1 || l != 0 {
 		t.Fatalf("links down, node alive: %d failure and %d late warnings, want 1 and 0:\n%s", f, l, logs.String())
 	}
+	stat("links down, node alive", control.NodeLossStatus{Probes: 1, Alive: 1, LinksFailed: 1, LastResult: "alive"})
 	n.health(heartbeat.LinkHealth{Name: "other", Up: false}) // not watched
 	n.health(heartbeat.LinkHealth{Name: "b", Up: false})     // still all down: no new probe
 	wait()
@@ -126,6 +143,9 @@ links = ["a", "b"]
 	if len(probes) != 2 || len(lost) != 1 || len(lost[0]) != 2 || lost[0][0] != netip.MustParseAddr("10.0.0.2") {
 		t.Fatalf("dead peer: probes %v, lost %v", probes, lost)
 	}
+	mu.Unlock()
+	stat("dead peer", control.NodeLossStatus{Probes: 2, Alive: 1, Lost: 1, LinksFailed: 1, LastResult: "lost"})
+	mu.Lock()
 	// The quiet path: both links up, each reports one missed frame with no
 	// frame since: probe (before either is down). A frame on one of them
 	// in the meantime keeps that link from counting as silent.
@@ -170,6 +190,7 @@ links = ["a", "b"]
 	if f, l := logged(); f != 1 || l != 1 {
 		t.Fatalf("a late frame: %d failure and %d late reports, want 1 and 1:\n%s", f, l, logs.String())
 	}
+	stat("a late frame", control.NodeLossStatus{Probes: 4, Alive: 3, Lost: 1, Late: 1, LinksFailed: 1, LastResult: "alive"})
 	// This time the links go down: they failed, said once.
 	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
 	n.health(heartbeat.LinkHealth{Name: "b", Up: false})
@@ -183,6 +204,18 @@ links = ["a", "b"]
 		t.Fatalf("probes %v, lost %v; want two probes, peer alive", probes, lost)
 	}
 	mu.Unlock()
+	stat("quiet links gone down", control.NodeLossStatus{Probes: 4, Alive: 3, Lost: 1, Late: 1, LinksFailed: 2, LastResult: "alive"})
+	mu.Lock()
+	alive = false
+	probeErr = errors.New("no such device")
+	mu.Unlock()
+	n.health(heartbeat.LinkHealth{Name: "a", Up: true})
+	n.health(heartbeat.LinkHealth{Name: "a", Up: false})
+	wait()
+	stat("a probe that failed", control.NodeLossStatus{Probes: 5, Alive: 3, Lost: 1, Errors: 1, Late: 1, LinksFailed: 2, LastResult: "error"})
+	if len(lost) != 0 {
+		t.Errorf("a failed probe declared the peer lost: %v", lost)
+	}
 	if newNodeLoss(cfg, cfg.Node("lb2"), nil, nil, nil, nil) != nil {
 		t.Error("a watcher without links")
 	}

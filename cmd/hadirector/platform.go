@@ -119,6 +119,7 @@ func buildPlatform(cfg *config.Config, node string, log *slog.Logger) (_ *platfo
 			closeProbers := nl.openProbers()
 			p.close = append(p.close, func() error { closeProbers(); return nil })
 			p.nodeLoss.Store(nl)
+			p.opts.NodeLoss = nl.status
 		}
 	}
 	if len(p.liveness) == 0 {

@@ -76,6 +76,15 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+	if nl := st.NodeLoss; nl != nil {
+		// Printed with the links: it is what their silences led to.
+		last := "never"
+		if !nl.LastProbe.IsZero() {
+			last = nl.LastResult + ", " + now.Sub(nl.LastProbe).Round(time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(w, "node-loss probes (ARP, when every link is silent): %d (alive %d, lost %d, errors %d); late frames %d, links failed %d; last: %s\n",
+			nl.Probes, nl.Alive, nl.Lost, nl.Errors, nl.Late, nl.LinksFailed, last)
+	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "\nVRRP packets dropped: %s\n", counts(st.Drops))
 	}

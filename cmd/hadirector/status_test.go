@@ -18,8 +18,9 @@ func TestPrintStatus(t *testing.T) {
 		LastReload: &control.ReloadStatus{At: t0, Error: "a.toml:3:1: x: bad\na.toml:4:1: y: bad"},
 		Instances: []control.InstanceStatus{{Name: "web", VRID: 51, Interface: "eth0", State: "MASTER", Priority: 150, AdvertInterval: 100 * time.Millisecond,
 			Master: "192.0.2.11", LastTransition: t0.Add(30 * time.Second), VIPs: []string{"192.0.2.100/24"}}},
-		Links: []control.LinkStatus{{Name: "crossover", Kind: "udp", Up: true, LastRx: t0.Add(90*time.Second - 4*time.Millisecond), RxFrames: 9000, TxFrames: 9001, Drops: map[string]uint64{"replay": 2, "bad_mac": 1}}},
-		Drops: map[string]uint64{"bad_checksum": 3},
+		Links:    []control.LinkStatus{{Name: "crossover", Kind: "udp", Up: true, LastRx: t0.Add(90*time.Second - 4*time.Millisecond), RxFrames: 9000, TxFrames: 9001, Drops: map[string]uint64{"replay": 2, "bad_mac": 1}}},
+		NodeLoss: &control.NodeLossStatus{Probes: 4, Alive: 3, Lost: 1, Late: 1, LinksFailed: 2, LastProbe: t0.Add(60 * time.Second), LastResult: "alive"},
+		Drops:    map[string]uint64{"bad_checksum": 3},
 		Services: []control.ServiceStatus{{Name: "web-http", Key: "tcp/192.0.2.100:80", Scheduler: "wlc", Forwarding: "dr",
 			Quorum: 2, LiveWeight: 1, QuorumSince: t0.Add(80 * time.Second), SorryServer: "192.0.2.99:80", SorryActive: true, SorryActiveConns: u32(4), SorryInactiveConns: u32(1),
 			RealServers: []control.RealStatus{
@@ -41,6 +42,7 @@ web       51    eth0       MASTER  150       100ms   192.0.2.11  1m0s   192.0.2.
 
 LINK       KIND  STATE  LAST RX  RX    TX    DROPS
 crossover  udp   up     4ms ago  9000  9001  bad_mac=1 replay=2
+node-loss probes (ARP, when every link is silent): 4 (alive 3, lost 1, errors 0); late frames 1, links failed 2; last: alive, 30s ago
 
 VRRP packets dropped: bad_checksum=3
 

@@ -52,6 +52,8 @@ type Status struct {
 	LastReload *ReloadStatus    `json:"last_reload,omitempty"`
 	Instances  []InstanceStatus `json:"instances"`
 	Links      []LinkStatus     `json:"links,omitempty"`
+	// NodeLoss is the node-loss probe's record; nil without links.
+	NodeLoss *NodeLossStatus `json:"node_loss,omitempty"`
 	// Drops counts received VRRP packets that were not acted on, by reason.
 	Drops    map[string]uint64 `json:"drops,omitempty"`
 	Services []ServiceStatus   `json:"services"`
@@ -177,6 +179,27 @@ type LinkStatus struct {
 	TxFrames    uint64            `json:"tx_frames"`
 	Drops       map[string]uint64 `json:"drops,omitempty"`
 	Transitions uint64            `json:"transitions"`
+}
+
+// NodeLossStatus is the node-loss probe's record. When every heartbeat
+// link to the peer goes silent, an ARP probe of the peer tells a lost node
+// (no answer: the backup takes over at once) from links that failed or
+// frames that came late (an answer: the VRRP timer decides).
+type NodeLossStatus struct {
+	Probes uint64 `json:"probes"`
+	Alive  uint64 `json:"alive"`  // the peer's node answered
+	Lost   uint64 `json:"lost"`   // no answer: the peer was declared lost
+	Errors uint64 `json:"errors"` // the probe could not be made
+	// Late counts silences the node answered in that a frame then ended:
+	// frames were late (a link interval short for the host's scheduling).
+	Late uint64 `json:"late"`
+	// LinksFailed counts silences the node answered in that ended with
+	// every link down: the links failed while the node lives.
+	LinksFailed uint64    `json:"links_failed"`
+	LastProbe   time.Time `json:"last_probe,omitzero"`
+	// LastResult: alive, lost, error, or resumed (no answer, but a link
+	// carried a frame again before the probe ended).
+	LastResult string `json:"last_result,omitempty"`
 }
 
 // ServiceStatus is one virtual service and its real servers.

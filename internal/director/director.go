@@ -47,6 +47,8 @@ type Options struct {
 	Hooks func(Transition)
 	// LinkHealth reports the links for status.
 	LinkHealth func() []control.LinkStatus
+	// NodeLoss reports the node-loss probe for status (nil: none).
+	NodeLoss func() *control.NodeLossStatus
 	// SocketDrops reports what the VRRP sockets dropped before the engine
 	// saw it (bad TTL, own adverts, malformed), by reason.
 	SocketDrops func() map[string]uint64
@@ -786,6 +788,9 @@ func (e *Engine) Status(ctx context.Context) (*control.Status, error) {
 	err := e.do(ctx, func(s *state) { st = e.snapshot(s) })
 	if err == nil && e.opts.LinkHealth != nil {
 		st.Links = e.opts.LinkHealth()
+	}
+	if err == nil && e.opts.NodeLoss != nil {
+		st.NodeLoss = e.opts.NodeLoss()
 	}
 	if err == nil && e.opts.SocketDrops != nil {
 		for r, n := range e.opts.SocketDrops() {
