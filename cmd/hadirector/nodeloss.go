@@ -222,7 +222,9 @@ func (n *nodeLoss) run() {
 	for _, t := range n.targets {
 		alive, err := n.probe(t.ifname, t.addr, n.tries, n.wait)
 		if err != nil {
-			n.result("error", &n.stat.Errors)
+			n.mu.Lock()
+			n.resultLocked("error", &n.stat.Errors)
+			n.mu.Unlock()
 			n.log.Warn("node-loss probe failed; the VRRP timer decides", "interface", t.ifname, "peer", t.addr, "err", err)
 			return
 		}
@@ -259,13 +261,8 @@ func (n *nodeLoss) run() {
 	n.lost(n.addrs)
 }
 
-// result records how a probe ended, counting it in count (nil: in none).
-func (n *nodeLoss) result(r string, count *uint64) {
-	n.mu.Lock()
-	n.resultLocked(r, count)
-	n.mu.Unlock()
-}
-
+// resultLocked records how a probe ended, counting it in count (nil: in
+// none).
 func (n *nodeLoss) resultLocked(r string, count *uint64) {
 	n.stat.LastResult = r
 	if count != nil {
