@@ -146,34 +146,24 @@ func TestVRRPResend(t *testing.T) {
 	if err := p.a4.Resend(); err == nil {
 		t.Error("a resend before any send did not fail")
 	}
-	if err := p.a4.Send(advertBytes(t, a4, b4, 140), b4); err != nil {
-		t.Fatal(err)
-	}
-	expectAdvert(t, p.got4, a4, b4, 140)
-	for range 2 {
-		if err := p.a4.Resend(); err != nil {
+	// sendResend sends one advert from src to dst, then resends it n
+	// times: each arrives as sent.
+	sendResend := func(sock *heartbeat.VRRPSocket, got chan heartbeat.VRRPPacket, src, dst netip.Addr, prio uint8, n int) {
+		t.Helper()
+		if err := sock.Send(advertBytes(t, src, dst, prio), dst); err != nil {
 			t.Fatal(err)
 		}
-		expectAdvert(t, p.got4, a4, b4, 140)
+		expectAdvert(t, got, src, dst, prio)
+		for range n {
+			if err := sock.Resend(); err != nil {
+				t.Fatal(err)
+			}
+			expectAdvert(t, got, src, dst, prio)
+		}
 	}
-	if err := p.a4.Send(advertBytes(t, a4, p.a4.Group(), 150), p.a4.Group()); err != nil {
-		t.Fatal(err)
-	}
-	expectAdvert(t, p.got4, a4, p.a4.Group(), 150)
-	if err := p.a4.Resend(); err != nil {
-		t.Fatal(err)
-	}
-	expectAdvert(t, p.got4, a4, p.a4.Group(), 150)
-
-	src6 := p.a6.Source()
-	if err := p.a6.Send(advertBytes(t, src6, p.a6.Group(), 130), p.a6.Group()); err != nil {
-		t.Fatal(err)
-	}
-	expectAdvert(t, p.got6, src6, p.a6.Group(), 130)
-	if err := p.a6.Resend(); err != nil {
-		t.Fatal(err)
-	}
-	expectAdvert(t, p.got6, src6, p.a6.Group(), 130)
+	sendResend(p.a4, p.got4, a4, b4, 140, 2)
+	sendResend(p.a4, p.got4, a4, p.a4.Group(), 150, 1)
+	sendResend(p.a6, p.got6, p.a6.Source(), p.a6.Group(), 130, 1)
 	if st := p.a4.Stats(); st.Sent != 5 {
 		t.Errorf("a's IPv4 socket counted %d sent, want 5", st.Sent)
 	}
